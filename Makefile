@@ -1,0 +1,31 @@
+# rushhour: every workflow is a target here.
+PYTHON ?= python3
+CARGO ?= cargo
+
+.PHONY: help build-dev test test-rust test-python lint bench serve
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+build-dev: ## install the package (and the test extras) in place, building the extension once
+	$(PYTHON) -m pip install --quiet --no-build-isolation -e '.[test]'
+
+test: build-dev test-rust test-python ## run every Rust and Python test
+
+test-rust: ## cargo tests of the workspace, and clippy with warnings as errors
+	$(CARGO) test --workspace --exclude rushhour-python
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test-python: ## pytest over real sockets
+	$(PYTHON) -m pytest -q
+
+lint: ## formatting and static checks
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench: ## criterion benches and pytest-benchmark
+	$(CARGO) bench -p rushhour-benches
+	$(PYTHON) -m pytest benches -q --benchmark-enable -p no:cacheprovider
+
+serve: ## run a dev server
+	$(PYTHON) -m rushhour serve --dev

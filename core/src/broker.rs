@@ -1,0 +1,367 @@
+//! The broker: connection lifecycle and the dispatch of inbound frames.
+//!
+//! Sans-IO: it never touches a socket or reads a clock. Bytes come in through
+//! [`Broker::feed`], frames go out into [`Outbox`]es, time comes in as [`Now`]. The room
+//! operations themselves live in [`crate::chat`]; this file only routes.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::codec::{close_code, encode_frame, Decoder, Message, Opcode, Role};
+use crate::conn::{Conn, ConnKind, Session};
+use crate::error::{Error, Result};
+use crate::fanout::Outbox;
+use crate::frames;
+use crate::ids::ConnId;
+use crate::inbound::{ClientFrame, ParseError};
+use crate::limits::{Limits, TokenBucket};
+use crate::outbound::{Outbound, State};
+use crate::room::Rooms;
+use crate::store::MessageStore;
+
+/// The time of a call: monotonic for deadlines and rates, wall clock for `ts` fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Now {
+    /// Milliseconds on a monotonic clock.
+    pub mono_ms: u64,
+    /// Milliseconds since the Unix epoch.
+    pub wall_ms: u64,
+}
+
+/// What the caller must do after [`Broker::feed`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inbound {
+    /// Everything fed was handled; read more from the socket.
+    Idle,
+    /// A control frame for the session layer (hello, meetings, …), as JSON text. Call
+    /// `feed` with no data once it is handled: the next frames wait, so order holds.
+    Control(String),
+    /// The connection is closing with this code: stop reading and detach.
+    Closing(u16),
+}
+
+/// Counters for the metrics endpoint.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Connections attached now.
+    pub connections: u64,
+    /// Messages accepted by `send` or publish (duplicates excluded).
+    pub messages: u64,
+    /// Frames queued to connections.
+    pub deliveries: u64,
+    /// Connections closed as slow consumers (4008).
+    pub slow_consumers: u64,
+    /// Bad frames received (not JSON, binary, protocol errors).
+    pub bad_frames: u64,
+    /// Rooms in existence.
+    pub rooms: u64,
+    /// Bytes waiting in all outbound queues.
+    pub queued_bytes: u64,
+}
+
+/// All chat state of one node.
+pub struct Broker {
+    pub(crate) limits: Limits,
+    pub(crate) rooms: Rooms,
+    pub(crate) conns: HashMap<ConnId, Conn>,
+    pub(crate) store: Box<dyn MessageStore>,
+    pub(crate) stats: Stats,
+    next_conn: u64,
+    ping: Bytes,
+}
+
+impl Broker {
+    /// A broker with no connections over `store`.
+    pub fn new(limits: Limits, store: Box<dyn MessageStore>) -> Self {
+        Broker {
+            limits,
+            rooms: Rooms::default(),
+            conns: HashMap::new(),
+            store,
+            stats: Stats::default(),
+            next_conn: 1,
+            ping: encode_frame(Opcode::Ping, b""),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Registers a connection whose handshake is done; `fd` is the core's own duplicate
+    /// of its socket. Returns its queue, for the writer.
+    pub fn attach(&mut self, fd: Option<OwnedFd>, kind: ConnKind, now: Now) -> Arc<Outbound> {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let out = Arc::new(Outbound::new(id, fd, self.limits.max_queue_bytes));
+        let conn = Conn {
+            out: out.clone(),
+            decoder: Decoder::new(Role::Server, self.limits.max_frame_bytes),
+            kind,
+            session: None,
+            subs: HashMap::new(),
+            bad_frames: 0,
+            last_recv_ms: now.mono_ms,
+            closing: None,
+        };
+        self.conns.insert(id, conn);
+        out
+    }
+
+    /// Forgets a connection: it leaves every live list. Its queue stays with the writer
+    /// until flushed (a close frame may still be on its way).
+    pub fn detach(&mut self, conn: ConnId) -> Option<Arc<Outbound>> {
+        let c = self.conns.remove(&conn)?;
+        for room in c.subs.keys() {
+            self.rooms.get_mut(*room).remove_live(conn);
+        }
+        Some(c.out)
+    }
+
+    /// Opens the session of a connection once the control plane verified its token.
+    ///
+    /// # Errors
+    /// `not_found` for an unknown connection, `conflict` when a session is open already,
+    /// `bad_request` for invalid ids or room patterns.
+    pub fn open_session(
+        &mut self,
+        conn: ConnId,
+        tenant: &str,
+        user: &str,
+        rooms: Option<&[String]>,
+        now: Now,
+    ) -> Result<()> {
+        let sends = TokenBucket::new(
+            self.limits.send_rate_per_s,
+            self.limits.send_burst,
+            now.mono_ms,
+        );
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .ok_or(Error::NotFound("no such connection".into()))?;
+        if c.session.is_some() {
+            return Err(Error::Conflict("session already open".into()));
+        }
+        if !crate::ids::is_valid_id(tenant) || !crate::ids::is_valid_id(user) {
+            return Err(Error::bad_request("invalid tenant or user id"));
+        }
+        c.session = Some(Session::new(tenant, user, rooms, sends)?);
+        Ok(())
+    }
+
+    /// Processes bytes read from a connection's socket (empty to continue after a
+    /// [`Inbound::Control`]). Hot ops run here; control ops are handed back one at a time.
+    pub fn feed(&mut self, conn: ConnId, data: &[u8], now: Now, ob: &mut Outbox) -> Inbound {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Inbound::Closing(close_code::GOING_AWAY);
+        };
+        if let Some(code) = c.closing {
+            return Inbound::Closing(code);
+        }
+        if !data.is_empty() {
+            c.last_recv_ms = now.mono_ms;
+            c.decoder.feed(data);
+        }
+        let result = loop {
+            let c = self.conns.get_mut(&conn).expect("checked above");
+            let message = match c.decoder.poll() {
+                Ok(Some(m)) => m,
+                Ok(None) => break Inbound::Idle,
+                Err(e) => {
+                    self.stats.bad_frames += 1;
+                    break self.close(conn, e.code, e.reason, false, ob);
+                }
+            };
+            let out = c.out.clone();
+            match (message, c.kind) {
+                (Message::Ping(payload), _) => {
+                    ob.push(&out, encode_frame(Opcode::Pong, &payload));
+                }
+                (Message::Pong(_), _) => {}
+                (Message::Close(code), _) => {
+                    // Echo the peer's code, as RFC 6455 asks; no code means a normal close.
+                    let code = code.map_or(close_code::NORMAL, |(code, _)| code);
+                    break self.close(conn, code, "", false, ob);
+                }
+                (Message::Text(text), ConnKind::Echo) => {
+                    ob.push(&out, encode_frame(Opcode::Text, text.as_bytes()));
+                }
+                (Message::Binary(data), ConnKind::Echo) => {
+                    ob.push(&out, encode_frame(Opcode::Binary, &data));
+                }
+                (Message::Binary(_), ConnKind::Session) => {
+                    let err =
+                        Error::bad_request("binary frames are reserved; send JSON text frames");
+                    if let Some(closing) = self.bad_frame(conn, &err, ob) {
+                        break closing;
+                    }
+                }
+                (Message::Text(text), ConnKind::Session) => {
+                    if let Some(result) = self.handle_text(conn, text, now, ob) {
+                        break result;
+                    }
+                }
+            }
+        };
+        self.reap_overflowed(ob);
+        result
+    }
+
+    /// Runs one text frame; `Some` when the caller must act (a control op, a close).
+    fn handle_text(
+        &mut self,
+        conn: ConnId,
+        text: String,
+        now: Now,
+        ob: &mut Outbox,
+    ) -> Option<Inbound> {
+        let frame = match ClientFrame::parse(&text) {
+            Ok(frame) => frame,
+            Err(ParseError::NotJson) => {
+                return self.bad_frame(conn, &Error::bad_request("frame is not JSON"), ob);
+            }
+            Err(ParseError::Invalid(why)) => {
+                self.reply_error(conn, None, &Error::bad_request(why), ob);
+                return None;
+            }
+        };
+        let id = frame.id();
+        if self.conns.get(&conn)?.session.is_none() {
+            return Some(Inbound::Control(text));
+        }
+        let result = match &*frame.op() {
+            "send" => self.handle_send(conn, &frame, id, now, ob),
+            "subscribe" => self.handle_subscribe(conn, &frame, id, ob),
+            "unsubscribe" => self.handle_unsubscribe(conn, &frame, id, ob),
+            "leave" => self.handle_leave(conn, &frame, id, ob),
+            "history" => self.handle_history(conn, &frame, id, ob),
+            _ => return Some(Inbound::Control(text)),
+        };
+        if let Err(err) = result {
+            self.reply_error(conn, id, &err, ob);
+        }
+        None
+    }
+
+    /// Counts a bad frame and answers it; closes the connection past the limit.
+    fn bad_frame(&mut self, conn: ConnId, err: &Error, ob: &mut Outbox) -> Option<Inbound> {
+        self.stats.bad_frames += 1;
+        let c = self.conns.get_mut(&conn)?;
+        c.bad_frames += 1;
+        if c.bad_frames > self.limits.max_bad_frames {
+            return Some(self.close(conn, close_code::POLICY, "too many bad frames", false, ob));
+        }
+        self.reply_error(conn, None, err, ob);
+        None
+    }
+
+    /// Queues an error frame for a connection.
+    pub fn reply_error(&mut self, conn: ConnId, id: Option<i64>, err: &Error, ob: &mut Outbox) {
+        if let Some(c) = self.conns.get(&conn) {
+            let out = c.out.clone();
+            ob.push(&out, frames::error(id, err));
+        }
+    }
+
+    /// Queues JSON text from the control plane (replies, welcome, events).
+    pub fn send_text(&mut self, conn: ConnId, json: &str, ob: &mut Outbox) -> bool {
+        let Some(c) = self.conns.get(&conn) else {
+            return false;
+        };
+        let out = c.out.clone();
+        let queued = ob.push(&out, frames::text(json)) == crate::outbound::Push::Queued;
+        self.reap_overflowed(ob);
+        queued
+    }
+
+    /// Starts closing a connection with `code`; `abort` stops reading it at once.
+    pub fn close(
+        &mut self,
+        conn: ConnId,
+        code: u16,
+        reason: &str,
+        abort: bool,
+        ob: &mut Outbox,
+    ) -> Inbound {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Inbound::Closing(code);
+        };
+        let code = *c.closing.get_or_insert(code);
+        let out = c.out.clone();
+        out.lock().close(code, reason, abort, ob.close_deadline());
+        ob.schedule(&out);
+        for room in c.subs.keys() {
+            self.rooms.get_mut(*room).remove_live(conn);
+        }
+        Inbound::Closing(code)
+    }
+
+    /// Tears down the subscriptions of connections that overflowed: they are closing
+    /// with 4008 and will resume from the store.
+    pub(crate) fn reap_overflowed(&mut self, ob: &mut Outbox) {
+        while let Some(conn) = ob.overflowed.pop() {
+            self.stats.slow_consumers += 1;
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.closing = Some(close_code::SLOW_CONSUMER);
+                for room in c.subs.keys() {
+                    self.rooms.get_mut(*room).remove_live(conn);
+                }
+            }
+        }
+        self.stats.deliveries += std::mem::take(&mut ob.delivered);
+    }
+
+    /// Pings every connection and closes those silent for longer than `idle_timeout_ms`.
+    /// Returns the connections closed.
+    pub fn heartbeat(&mut self, now: Now, idle_timeout_ms: u64, ob: &mut Outbox) -> Vec<ConnId> {
+        let mut idle = Vec::new();
+        for (id, c) in &self.conns {
+            if c.closing.is_some() {
+                continue;
+            }
+            if now.mono_ms.saturating_sub(c.last_recv_ms) > idle_timeout_ms {
+                idle.push(*id);
+            } else {
+                ob.push(&c.out, self.ping.clone());
+            }
+        }
+        for id in &idle {
+            self.close(*id, close_code::NORMAL, "idle timeout", true, ob);
+        }
+        self.reap_overflowed(ob);
+        idle
+    }
+
+    /// Starts closing every connection (server shutdown: 1001, reconnect elsewhere).
+    pub fn close_all(&mut self, code: u16, reason: &str, ob: &mut Outbox) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.close(id, code, reason, false, ob);
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.connections = self.conns.len() as u64;
+        s.rooms = self.rooms.len() as u64;
+        s.queued_bytes = self
+            .conns
+            .values()
+            .map(|c| c.out.lock().bytes() as u64)
+            .sum();
+        s
+    }
+
+    /// Whether a connection's output is finished (closed, or never opened).
+    pub fn is_closed(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_none_or(|c| c.out.lock().state() == State::Closed)
+    }
+}

@@ -1,0 +1,400 @@
+//! The Rooms section of the protocol: send, subscribe (with `since` replay), unsubscribe,
+//! leave, history, and server-side publish.
+//!
+//! Replay is paced by the connection's queue: a subscriber catching up gets batches from
+//! the store while its queue has room, and joins the room's live list only when it has
+//! reached the last seq. So a `since` far in the past never overflows the queue, and
+//! replayed and live messages come in order with no gap and no repeat.
+
+use std::sync::Arc;
+
+use crate::broker::{Broker, Now};
+use crate::conn::Subscription;
+use crate::error::{Error, Result};
+use crate::fanout::Outbox;
+use crate::frames::{self, JsonFrame};
+use crate::ids::{is_valid_id, ConnId, RoomId, Seq};
+use crate::inbound::ClientFrame;
+use crate::store::StoredMessage;
+
+/// Messages read from the store per replay step.
+const REPLAY_BATCH: u64 = 256;
+/// Longest `cid` accepted.
+const MAX_CID_LEN: usize = 128;
+/// `history` page size when `limit` is omitted (protocol example: 50).
+const DEFAULT_HISTORY_LIMIT: u64 = 50;
+
+/// The outcome of storing a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// Its seq in the room.
+    pub seq: Seq,
+    /// Its server time.
+    pub ts: u64,
+    /// Whether it was a retry of an earlier send (nothing new was delivered).
+    pub duplicate: bool,
+}
+
+fn room_name<'a>(frame: &ClientFrame<'a>) -> Result<std::borrow::Cow<'a, str>> {
+    let room = frame.string("room")?;
+    if !is_valid_id(&room) {
+        return Err(Error::bad_request(
+            "\"room\" must be 1-128 chars of [A-Za-z0-9_.:@/-]",
+        ));
+    }
+    Ok(room)
+}
+
+impl Broker {
+    /// The session of `conn` with the room checked against its claims.
+    fn authorize(&self, conn: ConnId, room: &str) -> Result<(Arc<str>, Arc<str>)> {
+        let session = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.session.as_ref())
+            .ok_or(Error::Unauthorized("send hello first".into()))?;
+        if !session.may_use(room) {
+            return Err(Error::Forbidden(
+                format!("the token does not allow room {room:?}").into(),
+            ));
+        }
+        Ok((session.tenant.clone(), session.user.clone()))
+    }
+
+    pub(crate) fn handle_send(
+        &mut self,
+        conn: ConnId,
+        frame: &ClientFrame<'_>,
+        id: Option<i64>,
+        now: Now,
+        ob: &mut Outbox,
+    ) -> Result<()> {
+        let room = room_name(frame)?;
+        let cid = frame.string("cid")?;
+        let body = frame.body()?;
+        let (tenant, user) = self.authorize(conn, &room)?;
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .ok_or(Error::NotFound("no such connection".into()))?;
+        if let Some(session) = c.session.as_mut() {
+            session
+                .sends
+                .take(now.mono_ms)
+                .map_err(|retry_after_ms| Error::RateLimited {
+                    message: "send rate over the limit".into(),
+                    retry_after_ms,
+                })?;
+        }
+        let out = c.out.clone();
+        let accepted = self.append(&tenant, &room, &user, &cid, body, now, ob)?;
+        if let Some(id) = id {
+            let reply = JsonFrame::reply(id, 48)
+                .uint("seq", accepted.seq.0)
+                .uint("ts", accepted.ts)
+                .bool("duplicate", accepted.duplicate)
+                .finish();
+            ob.push(&out, reply);
+        }
+        Ok(())
+    }
+
+    /// Stores a message and pushes it to the room's live subscribers, or returns the
+    /// original seq of a retried `(from, cid)`. The one path for `send` and publish.
+    ///
+    /// # Errors
+    /// `bad_request` / `too_large` for invalid input, `internal` when the store fails.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append(
+        &mut self,
+        tenant: &Arc<str>,
+        room: &str,
+        from: &Arc<str>,
+        cid: &str,
+        body: &str,
+        now: Now,
+        ob: &mut Outbox,
+    ) -> Result<Accepted> {
+        if cid.is_empty() || cid.len() > MAX_CID_LEN {
+            return Err(Error::bad_request("\"cid\" must be 1-128 bytes"));
+        }
+        if body.len() > self.limits.max_body_bytes {
+            return Err(Error::TooLarge(
+                format!("body is over {} bytes", self.limits.max_body_bytes).into(),
+            ));
+        }
+        let room_id = self.rooms.intern(tenant, room);
+        if let Some((seq, ts)) = self.store.find_cid(room_id, from, cid) {
+            return Ok(Accepted {
+                seq,
+                ts,
+                duplicate: true,
+            });
+        }
+        let r = self.rooms.get_mut(room_id);
+        let seq = r.last_seq.next();
+        let ts = now.wall_ms;
+        let frame = frames::msg(room, seq, from, cid, ts, body);
+        self.store.append(StoredMessage {
+            room: room_id,
+            seq,
+            ts,
+            from: from.clone(),
+            cid: cid.into(),
+            frame: frame.clone(),
+        })?;
+        r.last_seq = seq;
+        if !r.members.contains(from) {
+            r.members.insert(from.clone());
+        }
+        ob.fan_out(r.live(), &frame);
+        self.stats.messages += 1;
+        self.reap_overflowed(ob);
+        Ok(Accepted {
+            seq,
+            ts,
+            duplicate: false,
+        })
+    }
+
+    pub(crate) fn handle_subscribe(
+        &mut self,
+        conn: ConnId,
+        frame: &ClientFrame<'_>,
+        id: Option<i64>,
+        ob: &mut Outbox,
+    ) -> Result<()> {
+        let room = room_name(frame)?;
+        let since = frame.uint("since")?.map(Seq);
+        let (tenant, user) = self.authorize(conn, &room)?;
+        let room_id = self.rooms.intern(&tenant, &room);
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .ok_or(Error::NotFound("no such connection".into()))?;
+        if c.subs.len() >= self.limits.max_subscriptions && !c.subs.contains_key(&room_id) {
+            return Err(Error::bad_request(format!(
+                "at most {} subscriptions per connection",
+                self.limits.max_subscriptions
+            )));
+        }
+        let out = c.out.clone();
+        let r = self.rooms.get_mut(room_id);
+        r.remove_live(conn);
+        r.members.insert(user);
+        let last = r.last_seq;
+        let first = self.store.first_seq(room_id, last);
+        let start = since.map_or(last.next(), |s| s.next().max(first));
+        let state = if start > last {
+            Subscription::Live
+        } else {
+            Subscription::CatchingUp { next: start }
+        };
+        if state == Subscription::Live {
+            r.add_live(&out);
+        }
+        c.subs.insert(room_id, state);
+        if let Some(id) = id {
+            let mut reply = JsonFrame::reply(id, 128)
+                .str("room", &room)
+                .uint("last_seq", last.0)
+                .uint("first_seq", first.0)
+                .uint("read_seq", 0)
+                .uint("delivered_seq", 0);
+            if since.is_some_and(|s| s.next() < first) {
+                reply = reply.bool("truncated", true);
+            }
+            ob.push(&out, reply.finish());
+        }
+        self.refill(conn, ob);
+        Ok(())
+    }
+
+    /// Queues the next replay batches of a connection's catching-up subscriptions while
+    /// its queue has room; switches each to live once it reaches the last seq.
+    pub fn refill(&mut self, conn: ConnId, ob: &mut Outbox) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closing.is_some() {
+            return;
+        }
+        let mut starved = false;
+        for (room_id, sub) in c.subs.iter_mut() {
+            let Subscription::CatchingUp { mut next } = *sub else {
+                continue;
+            };
+            let room = self.rooms.get_mut(*room_id);
+            'replay: while next <= room.last_seq {
+                let to = Seq((next.0 + REPLAY_BATCH - 1).min(room.last_seq.0));
+                let batch = self.store.range(*room_id, next, to);
+                // Messages evicted meanwhile are skipped: replay resumes at what is retained.
+                if batch.is_empty() {
+                    next = to.next();
+                }
+                for m in batch {
+                    if !c.out.lock().has_replay_room(m.frame.len()) {
+                        starved = true;
+                        break 'replay;
+                    }
+                    next = m.seq.next();
+                    ob.push(&c.out, m.frame);
+                }
+            }
+            if next > room.last_seq {
+                *sub = Subscription::Live;
+                room.add_live(&c.out);
+            } else {
+                *sub = Subscription::CatchingUp { next };
+            }
+        }
+        c.out.lock().wants_refill = starved;
+        self.reap_overflowed(ob);
+    }
+
+    fn unsubscribe_room(
+        &mut self,
+        conn: ConnId,
+        frame: &ClientFrame<'_>,
+    ) -> Result<(RoomId, Arc<str>)> {
+        let room = room_name(frame)?;
+        let (tenant, user) = self.authorize(conn, &room)?;
+        let room_id = self
+            .rooms
+            .find(&tenant, &room)
+            .ok_or(Error::NotFound("no such room".into()))?;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.subs.remove(&room_id);
+        }
+        self.rooms.get_mut(room_id).remove_live(conn);
+        Ok((room_id, user))
+    }
+
+    pub(crate) fn handle_unsubscribe(
+        &mut self,
+        conn: ConnId,
+        frame: &ClientFrame<'_>,
+        id: Option<i64>,
+        ob: &mut Outbox,
+    ) -> Result<()> {
+        // Unsubscribing from a room never used is harmless: the answer is the same.
+        match self.unsubscribe_room(conn, frame) {
+            Err(e) if e.code() != "not_found" => return Err(e),
+            _ => {}
+        }
+        self.reply_ok(conn, id, ob);
+        Ok(())
+    }
+
+    pub(crate) fn handle_leave(
+        &mut self,
+        conn: ConnId,
+        frame: &ClientFrame<'_>,
+        id: Option<i64>,
+        ob: &mut Outbox,
+    ) -> Result<()> {
+        match self.unsubscribe_room(conn, frame) {
+            Ok((room_id, user)) => {
+                self.rooms.get_mut(room_id).members.remove(&user);
+            }
+            Err(e) if e.code() == "not_found" => {}
+            Err(e) => return Err(e),
+        }
+        self.reply_ok(conn, id, ob);
+        Ok(())
+    }
+
+    fn reply_ok(&mut self, conn: ConnId, id: Option<i64>, ob: &mut Outbox) {
+        if let (Some(id), Some(c)) = (id, self.conns.get(&conn)) {
+            let out = c.out.clone();
+            ob.push(&out, JsonFrame::reply(id, 0).finish());
+        }
+    }
+
+    pub(crate) fn handle_history(
+        &mut self,
+        conn: ConnId,
+        frame: &ClientFrame<'_>,
+        id: Option<i64>,
+        ob: &mut Outbox,
+    ) -> Result<()> {
+        let room = room_name(frame)?;
+        let before = frame.uint("before")?.map(Seq);
+        let limit = frame
+            .uint("limit")?
+            .unwrap_or(DEFAULT_HISTORY_LIMIT)
+            .min(self.limits.max_history_limit as u64);
+        let (tenant, _) = self.authorize(conn, &room)?;
+        let messages = match self.rooms.find(&tenant, &room) {
+            Some(room_id) => self.history(room_id, before, limit),
+            None => Vec::new(),
+        };
+        if let (Some(id), Some(c)) = (id, self.conns.get(&conn)) {
+            let out = c.out.clone();
+            let size: usize = messages.iter().map(|m| m.frame.len()).sum();
+            let reply = JsonFrame::reply(id, size + messages.len())
+                .raw_array("messages", messages.iter().map(|m| m.json()));
+            ob.push(&out, reply.finish());
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` messages before `before` (default: all), newest kept when the page
+    /// would pass `max_batch_bytes`; ascending.
+    pub fn history(&self, room_id: RoomId, before: Option<Seq>, limit: u64) -> Vec<StoredMessage> {
+        let last = self.rooms.get(room_id).last_seq;
+        let to = before.map_or(last, |b| Seq(b.0.saturating_sub(1)).min(last));
+        if limit == 0 || to.0 == 0 {
+            return Vec::new();
+        }
+        let from = Seq(to.0.saturating_sub(limit - 1).max(1));
+        let mut messages = self.store.range(room_id, from, to);
+        let mut bytes = 0;
+        let keep = messages
+            .iter()
+            .rev()
+            .take_while(|m| {
+                bytes += m.frame.len();
+                bytes <= self.limits.max_batch_bytes
+            })
+            .count()
+            .max(1)
+            .min(messages.len());
+        messages.drain(..messages.len() - keep);
+        messages
+    }
+
+    /// Server-side publish (HTTP API, embedding): the same guarantees as `send`.
+    ///
+    /// # Errors
+    /// `bad_request` for invalid ids, `too_large` for a big body, `internal` on storage failure.
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish(
+        &mut self,
+        tenant: &str,
+        room: &str,
+        from: &str,
+        cid: &str,
+        body: &str,
+        now: Now,
+        ob: &mut Outbox,
+    ) -> Result<Accepted> {
+        if !is_valid_id(tenant) || !is_valid_id(room) || !is_valid_id(from) {
+            return Err(Error::bad_request(
+                "tenant, room and from must be 1-128 chars of [A-Za-z0-9_.:@/-]",
+            ));
+        }
+        if serde_json::from_str::<serde::de::IgnoredAny>(body).is_err() {
+            return Err(Error::bad_request("body must be JSON"));
+        }
+        self.append(
+            &Arc::from(tenant),
+            room,
+            &Arc::from(from),
+            cid,
+            body,
+            now,
+            ob,
+        )
+    }
+}

@@ -1,0 +1,211 @@
+//! The engine: the broker behind its lock, the writer thread, and the clock, as one
+//! handle for the binding. Each call takes the lock once, collects its outbound effects
+//! in an [`Outbox`], and hands the ready queues to the writer after releasing the lock.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::broker::{Broker, Inbound, Now, Stats};
+use crate::chat::Accepted;
+use crate::clock::Clock;
+use crate::conn::ConnKind;
+use crate::error::{Error, Result};
+use crate::fanout::Outbox;
+use crate::ids::ConnId;
+use crate::limits::Limits;
+use crate::outbound::State;
+use crate::store::MessageStore;
+use crate::writer::Writer;
+
+/// A running broker with its socket writer.
+pub struct Engine {
+    broker: Arc<Mutex<Broker>>,
+    writer: Writer,
+    clock: Clock,
+    close_timeout_ms: u64,
+}
+
+fn lock(broker: &Mutex<Broker>) -> MutexGuard<'_, Broker> {
+    broker.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Engine {
+    /// Starts an engine over `store`.
+    ///
+    /// # Errors
+    /// When the writer thread cannot start.
+    pub fn new(limits: Limits, store: Box<dyn MessageStore>) -> io::Result<Engine> {
+        let clock = Clock::default();
+        let close_timeout_ms = limits.close_timeout_ms;
+        let broker = Arc::new(Mutex::new(Broker::new(limits, store)));
+        let weak = Arc::downgrade(&broker);
+        let writer = Writer::spawn(
+            clock,
+            Box::new(move |conn| {
+                let Some(broker) = weak.upgrade() else {
+                    return Vec::new();
+                };
+                let mut ob = Outbox::new(clock.mono_ms(), close_timeout_ms);
+                lock(&broker).refill(conn, &mut ob);
+                ob.ready
+            }),
+        )?;
+        Ok(Engine {
+            broker,
+            writer,
+            clock,
+            close_timeout_ms,
+        })
+    }
+
+    /// Runs `f` on the broker under its lock, then wakes the writer for what it queued.
+    fn with<R>(&self, f: impl FnOnce(&mut Broker, Now, &mut Outbox) -> R) -> R {
+        let now = self.clock.now();
+        let mut ob = Outbox::new(now.mono_ms, self.close_timeout_ms);
+        let result = {
+            let mut broker = lock(&self.broker);
+            let result = f(&mut broker, now, &mut ob);
+            broker.reap_overflowed(&mut ob);
+            result
+        };
+        self.writer.schedule(ob.ready);
+        result
+    }
+
+    /// Takes over a socket after its handshake; `fd` is the core's own duplicate.
+    ///
+    /// # Errors
+    /// When the socket cannot be registered.
+    pub fn attach(&self, fd: OwnedFd, kind: ConnKind) -> io::Result<ConnId> {
+        let out = self.with(|b, now, _| b.attach(Some(fd), kind, now));
+        let conn = out.conn;
+        if let Err(e) = self.writer.attach(out) {
+            self.with(|b, _, _| b.detach(conn));
+            return Err(e);
+        }
+        Ok(conn)
+    }
+
+    /// See [`Broker::feed`].
+    pub fn feed(&self, conn: ConnId, data: &[u8]) -> Inbound {
+        self.with(|b, now, ob| b.feed(conn, data, now, ob))
+    }
+
+    /// See [`Broker::open_session`].
+    ///
+    /// # Errors
+    /// As [`Broker::open_session`].
+    pub fn open_session(
+        &self,
+        conn: ConnId,
+        tenant: &str,
+        user: &str,
+        rooms: Option<&[String]>,
+    ) -> Result<()> {
+        self.with(|b, now, _| b.open_session(conn, tenant, user, rooms, now))
+    }
+
+    /// Queues JSON text for a connection; false if it is gone or closing.
+    pub fn send_text(&self, conn: ConnId, json: &str) -> bool {
+        self.with(|b, _, ob| b.send_text(conn, json, ob))
+    }
+
+    /// Queues JSON texts for many connections in one crossing (events to a meeting).
+    pub fn send_text_many(&self, conns: &[ConnId], json: &str) {
+        let frame = crate::frames::text(json);
+        self.with(|b, _, ob| {
+            for conn in conns {
+                if let Some(c) = b.conns.get(conn) {
+                    let out = c.out.clone();
+                    ob.push(&out, frame.clone());
+                }
+            }
+        });
+    }
+
+    /// Starts closing a connection.
+    pub fn close(&self, conn: ConnId, code: u16, reason: &str) {
+        self.with(|b, _, ob| b.close(conn, code, reason, false, ob));
+    }
+
+    /// Ends a connection's session: the writer closes the socket once its queue is
+    /// flushed, or at the close deadline.
+    pub fn detach(&self, conn: ConnId) {
+        let out = self.with(|b, _, ob| {
+            let out = b.detach(conn)?;
+            let mut q = out.lock();
+            if q.state() == State::Open && !q.is_empty() {
+                q.close(
+                    crate::codec::close_code::GOING_AWAY,
+                    "",
+                    true,
+                    ob.close_deadline(),
+                );
+            }
+            drop(q);
+            Some(out)
+        });
+        if let Some(out) = out {
+            self.writer.detach(&out);
+        }
+    }
+
+    /// Server-side publish; see [`Broker::publish`].
+    ///
+    /// # Errors
+    /// As [`Broker::publish`].
+    pub fn publish(
+        &self,
+        tenant: &str,
+        room: &str,
+        from: &str,
+        cid: &str,
+        body: &str,
+    ) -> Result<Accepted> {
+        self.with(|b, now, ob| b.publish(tenant, room, from, cid, body, now, ob))
+    }
+
+    /// Up to `limit` messages of a room before `before`, as `msg` JSON texts, ascending.
+    ///
+    /// # Errors
+    /// `bad_request` for invalid ids.
+    pub fn history(
+        &self,
+        tenant: &str,
+        room: &str,
+        before: Option<u64>,
+        limit: u64,
+    ) -> Result<Vec<String>> {
+        if !crate::ids::is_valid_id(tenant) || !crate::ids::is_valid_id(room) {
+            return Err(Error::bad_request("invalid tenant or room id"));
+        }
+        let b = lock(&self.broker);
+        let Some(room_id) = b.rooms.find(&tenant.into(), room) else {
+            return Ok(Vec::new());
+        };
+        let limit = limit.min(b.limits().max_history_limit as u64);
+        Ok(b.history(room_id, before.map(crate::ids::Seq), limit)
+            .iter()
+            .map(|m| String::from_utf8_lossy(m.json()).into_owned())
+            .collect())
+    }
+
+    /// Pings every connection; closes the idle ones. Returns how many were closed.
+    pub fn heartbeat(&self, idle_timeout_ms: u64) -> usize {
+        self.with(|b, now, ob| b.heartbeat(now, idle_timeout_ms, ob).len())
+    }
+
+    /// Closes every connection with `code` and waits up to `timeout` for the frames to
+    /// reach the sockets. Returns whether everything was flushed.
+    pub fn shutdown(&self, code: u16, reason: &str, timeout: Duration) -> bool {
+        self.with(|b, _, ob| b.close_all(code, reason, ob));
+        self.writer.wait_flushed(timeout)
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Stats {
+        lock(&self.broker).stats()
+    }
+}

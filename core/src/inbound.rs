@@ -1,0 +1,191 @@
+//! Parsing of client JSON frames: one validating pass, fields read lazily.
+//!
+//! A frame is parsed into raw JSON slices first (`serde_json`'s `RawValue`), so the
+//! `body` of a `send` is validated once and kept as the sender's text, and fields that
+//! the op does not use cost nothing.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::Error;
+
+/// The fields of a client frame that the core reads. Unknown fields are ignored.
+#[derive(Deserialize, Debug)]
+pub struct ClientFrame<'a> {
+    #[serde(borrow)]
+    op: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    room: Option<&'a RawValue>,
+    #[serde(borrow)]
+    cid: Option<&'a RawValue>,
+    #[serde(borrow)]
+    body: Option<&'a RawValue>,
+    #[serde(borrow)]
+    since: Option<&'a RawValue>,
+    #[serde(borrow)]
+    before: Option<&'a RawValue>,
+    #[serde(borrow)]
+    limit: Option<&'a RawValue>,
+}
+
+/// Why a text frame could not be read as a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// Not JSON at all: counts towards `max_bad_frames`.
+    NotJson,
+    /// JSON, but not a request object (no `op`, a non-integer `id`, …).
+    Invalid(&'static str),
+}
+
+impl<'a> ClientFrame<'a> {
+    /// Parses a text frame.
+    ///
+    /// # Errors
+    /// [`ParseError::NotJson`] for text that is not JSON, `Invalid` for JSON that is not
+    /// an object with a string `op` and an optional integer `id`.
+    pub fn parse(text: &'a str) -> Result<ClientFrame<'a>, ParseError> {
+        match serde_json::from_str::<ClientFrame<'a>>(text) {
+            Ok(frame) => {
+                let op = frame.op.ok_or(ParseError::Invalid("frame has no \"op\""))?;
+                if serde_json::from_str::<Cow<'_, str>>(op.get()).is_err() {
+                    return Err(ParseError::Invalid("\"op\" must be a string"));
+                }
+                if frame.id.is_some() && frame.id().is_none() {
+                    return Err(ParseError::Invalid("\"id\" must be an integer"));
+                }
+                Ok(frame)
+            }
+            // Only on the error path: tell "not JSON" from "JSON of the wrong shape".
+            Err(_) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => Err(
+                ParseError::Invalid("a frame must be a JSON object with \"op\""),
+            ),
+            Err(_) => Err(ParseError::NotJson),
+        }
+    }
+
+    /// The op (checked to be a string by `parse`).
+    pub fn op(&self) -> Cow<'a, str> {
+        self.op
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or_default()
+    }
+
+    /// The request id, when present and an integer.
+    pub fn id(&self) -> Option<i64> {
+        self.id.and_then(|raw| serde_json::from_str(raw.get()).ok())
+    }
+
+    /// A required string field.
+    ///
+    /// # Errors
+    /// `bad_request` when missing or not a string.
+    pub fn string(&self, name: &'static str) -> Result<Cow<'a, str>, Error> {
+        let raw = match name {
+            "room" => self.room,
+            "cid" => self.cid,
+            _ => None,
+        };
+        let raw = raw
+            .filter(|r| r.get() != "null")
+            .ok_or_else(|| missing(name))?;
+        serde_json::from_str(raw.get())
+            .map_err(|_| Error::bad_request(format!("\"{name}\" must be a string")))
+    }
+
+    /// An optional non-negative integer field (`null` counts as absent).
+    ///
+    /// # Errors
+    /// `bad_request` when present and not a non-negative integer.
+    pub fn uint(&self, name: &'static str) -> Result<Option<u64>, Error> {
+        let raw = match name {
+            "since" => self.since,
+            "before" => self.before,
+            "limit" => self.limit,
+            _ => None,
+        };
+        match raw.filter(|r| r.get() != "null") {
+            None => Ok(None),
+            Some(raw) => serde_json::from_str(raw.get()).map(Some).map_err(|_| {
+                Error::bad_request(format!("\"{name}\" must be a non-negative integer"))
+            }),
+        }
+    }
+
+    /// The `body`, as the sender's JSON text.
+    ///
+    /// # Errors
+    /// `bad_request` when missing.
+    pub fn body(&self) -> Result<&'a str, Error> {
+        self.body.map(RawValue::get).ok_or_else(|| missing("body"))
+    }
+}
+
+fn missing(name: &'static str) -> Error {
+    Error::bad_request(format!("\"{name}\" is required"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_send() {
+        let f = ClientFrame::parse(
+            r#"{"op":"send","id":4,"room":"general","cid":"c-\"1","body":{"x": [1, 2]}}"#,
+        )
+        .unwrap();
+        assert_eq!(f.op(), "send");
+        assert_eq!(f.id(), Some(4));
+        assert_eq!(f.string("room").unwrap(), "general");
+        assert_eq!(f.string("cid").unwrap(), "c-\"1");
+        assert_eq!(f.body().unwrap(), r#"{"x": [1, 2]}"#);
+        assert_eq!(f.uint("since").unwrap(), None);
+    }
+
+    #[test]
+    fn tells_not_json_from_bad_shape() {
+        assert_eq!(
+            ClientFrame::parse("not json").unwrap_err(),
+            ParseError::NotJson
+        );
+        assert_eq!(
+            ClientFrame::parse("{\"op\":").unwrap_err(),
+            ParseError::NotJson
+        );
+        assert!(matches!(
+            ClientFrame::parse("[1,2]"),
+            Err(ParseError::Invalid(_))
+        ));
+        assert!(matches!(
+            ClientFrame::parse("{\"id\":1}"),
+            Err(ParseError::Invalid(_))
+        ));
+        assert!(matches!(
+            ClientFrame::parse("{\"op\":5}"),
+            Err(ParseError::Invalid(_))
+        ));
+        assert!(matches!(
+            ClientFrame::parse("{\"op\":\"x\",\"id\":1.5}"),
+            Err(ParseError::Invalid(_))
+        ));
+        assert!(matches!(
+            ClientFrame::parse("{\"op\":\"x\",\"id\":\"1\"}"),
+            Err(ParseError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn typed_fields() {
+        let f =
+            ClientFrame::parse(r#"{"op":"subscribe","room":7,"since":-1,"limit":null}"#).unwrap();
+        assert_eq!(f.string("room").unwrap_err().code(), "bad_request");
+        assert_eq!(f.uint("since").unwrap_err().code(), "bad_request");
+        assert_eq!(f.uint("limit").unwrap(), None);
+        assert_eq!(f.string("cid").unwrap_err().code(), "bad_request");
+        assert_eq!(f.body().unwrap_err().code(), "bad_request");
+    }
+}

@@ -1,0 +1,48 @@
+//! rushhour-core: the broker core of rushhour.
+//!
+//! One message sent to a room of N members is one frame in and N frames out. The core
+//! parses the frame once, stores it, encodes the outbound `msg` frame once and shares
+//! those bytes across the N connection queues; its writer thread drains every queue into
+//! its socket with one `writev` per wake-up. Python never touches the deliveries.
+//!
+//! Layout:
+//! - [`codec`]: WebSocket frames (RFC 6455), sans-IO.
+//! - [`inbound`] / [`frames`]: client JSON in, server JSON frames out.
+//! - [`broker`]: connection lifecycle and dispatch; [`chat`]: the room operations.
+//! - [`room`], [`conn`]: rooms with their live subscribers; connections with sessions.
+//! - [`fanout`], [`outbound`]: shared frames into bounded per-connection queues.
+//! - [`store`]: the message store interface and its in-memory implementation.
+//! - [`limits`]: configurable limits and token buckets.
+//! - [`writer`], [`clock`]: the I/O driver (the only socket writer) and the only clock.
+//! - [`engine`]: broker + writer + clock behind one handle, for the binding.
+
+pub mod broker;
+pub mod chat;
+pub mod clock;
+pub mod codec;
+pub mod conn;
+pub mod engine;
+pub mod error;
+pub mod fanout;
+pub mod frames;
+pub mod ids;
+pub mod inbound;
+pub mod limits;
+pub mod outbound;
+pub mod room;
+pub mod store;
+pub mod writer;
+
+pub use broker::{Broker, Inbound, Now, Stats};
+pub use chat::Accepted;
+pub use conn::ConnKind;
+pub use engine::Engine;
+pub use error::{Error, Result};
+pub use ids::{ConnId, RoomId, Seq};
+pub use limits::Limits;
+pub use store::{MemoryStore, MessageStore, StoredMessage};
+
+/// The crate's version, for `rushhour.__version__`.
+pub fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}

@@ -1,0 +1,328 @@
+//! A connection's outbound queue: frames waiting for the socket writer.
+//!
+//! The broker pushes shared frames (`Bytes`, reference-counted: one encoding serves every
+//! subscriber) and the writer drains them. The queue is bounded in bytes, and each entry
+//! is charged [`ENTRY_OVERHEAD`] on top of its length, so even a flood of tiny frames is
+//! bounded by construction. Passing the bound closes the connection as a slow consumer
+//! (4008): its frames are discarded (the client resumes from the store), only the close
+//! frame is kept.
+//!
+//! ### Invariants
+//! - `bytes` is the sum of `len + ENTRY_OVERHEAD` over `frames`, and never passes `limit`
+//!   except by the one close frame an overflow queues.
+//! - The first `written` bytes of the front frame are already on the wire: that frame is
+//!   never discarded, or the stream would be corrupt.
+//! - Once closing, nothing but the close frame is ever queued.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use crate::codec::{close_code, encode_close};
+use crate::ids::ConnId;
+
+/// Bytes charged per queued frame beyond its length: the `Bytes` handle and the deque slot.
+pub const ENTRY_OVERHEAD: usize = 48;
+
+/// Where a connection's output stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Frames are accepted.
+    Open,
+    /// A close frame is queued; nothing else is accepted. `abort` says whether the reading
+    /// side is shut too once it is written (slow consumer: we stop listening at once).
+    Closing {
+        code: u16,
+        abort: bool,
+        deadline_ms: u64,
+    },
+    /// The close frame is written or the socket failed; the queue is empty for good.
+    Closed,
+}
+
+/// What a push did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Push {
+    /// Queued.
+    Queued,
+    /// The queue passed its limit: the connection is now closing with 4008.
+    Overflowed,
+    /// The connection is closing or closed: the frame was dropped.
+    Dropped,
+}
+
+/// The frames of one connection and their accounting. Guarded by [`Outbound::lock`].
+#[derive(Debug)]
+pub struct Queue {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    written: usize,
+    limit: usize,
+    state: State,
+    /// The socket said EAGAIN: wait for a writable event before trying again.
+    pub blocked: bool,
+    /// The broker has more to send this connection once the queue drains (a replay).
+    pub wants_refill: bool,
+}
+
+impl Queue {
+    /// An empty queue bounded at `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Queue {
+            frames: VecDeque::new(),
+            bytes: 0,
+            written: 0,
+            limit,
+            state: State::Open,
+            blocked: false,
+            wants_refill: false,
+        }
+    }
+
+    /// Queues a frame, or overflows into a 4008 close when it does not fit.
+    pub fn push(&mut self, frame: Bytes, now_ms: u64, close_timeout_ms: u64) -> Push {
+        if self.state != State::Open {
+            return Push::Dropped;
+        }
+        let cost = frame.len() + ENTRY_OVERHEAD;
+        if self.bytes + cost > self.limit {
+            self.overflow(now_ms, close_timeout_ms);
+            return Push::Overflowed;
+        }
+        self.bytes += cost;
+        self.frames.push_back(frame);
+        Push::Queued
+    }
+
+    /// Room left before the limit, in bytes of frame payload (overhead included).
+    pub fn room_left(&self) -> usize {
+        self.limit.saturating_sub(self.bytes)
+    }
+
+    /// Whether the queue is under half full: time to queue the next replay batch.
+    pub fn below_low_water(&self) -> bool {
+        self.bytes < self.limit / 2
+    }
+
+    /// Whether a replayed frame of `len` bytes fits in the half of the queue that replay
+    /// may use (always, into an empty queue), so replay alone never overflows it.
+    pub fn has_replay_room(&self, len: usize) -> bool {
+        self.bytes == 0 || self.bytes + len + ENTRY_OVERHEAD <= self.limit / 2
+    }
+
+    /// Bytes currently charged to this queue.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether any frame waits for the socket.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Discards every frame not yet started and queues close 4008.
+    fn overflow(&mut self, now_ms: u64, close_timeout_ms: u64) {
+        self.retain_started_frame();
+        self.queue_close(
+            close_code::SLOW_CONSUMER,
+            "slow consumer",
+            true,
+            now_ms + close_timeout_ms,
+        );
+    }
+
+    /// Queues a close frame (once); `abort` also stops reading once it is written.
+    pub fn close(&mut self, code: u16, reason: &str, abort: bool, deadline_ms: u64) {
+        if self.state == State::Open {
+            self.queue_close(code, reason, abort, deadline_ms);
+        }
+    }
+
+    fn queue_close(&mut self, code: u16, reason: &str, abort: bool, deadline_ms: u64) {
+        let frame = encode_close(code, reason);
+        self.bytes += frame.len() + ENTRY_OVERHEAD;
+        self.frames.push_back(frame);
+        self.wants_refill = false;
+        self.state = State::Closing {
+            code,
+            abort,
+            deadline_ms,
+        };
+    }
+
+    fn retain_started_frame(&mut self) {
+        let started = (self.written > 0)
+            .then(|| self.frames.pop_front())
+            .flatten();
+        self.frames.clear();
+        self.bytes = 0;
+        if let Some(frame) = started {
+            self.bytes = frame.len() + ENTRY_OVERHEAD;
+            self.frames.push_back(frame);
+        }
+    }
+
+    /// Marks the socket dead: nothing more will be written.
+    pub fn fail(&mut self) {
+        self.frames.clear();
+        self.bytes = 0;
+        self.written = 0;
+        self.wants_refill = false;
+        self.state = State::Closed;
+    }
+
+    /// Fills `iov` with the unwritten bytes of up to `max` frames from the front.
+    pub fn unwritten<'a>(&'a self, max: usize, iov: &mut Vec<&'a [u8]>) {
+        iov.clear();
+        for (i, frame) in self.frames.iter().take(max).enumerate() {
+            iov.push(if i == 0 {
+                &frame[self.written..]
+            } else {
+                &frame[..]
+            });
+        }
+    }
+
+    /// Records that `n` more bytes reached the socket. Returns true when the close frame
+    /// of a closing queue has now been written entirely (the state becomes `Closed`).
+    pub fn advance(&mut self, mut n: usize) -> bool {
+        while n > 0 {
+            let Some(front) = self.frames.front() else {
+                break;
+            };
+            let left = front.len() - self.written;
+            if n < left {
+                self.written += n;
+                return false;
+            }
+            n -= left;
+            self.bytes -= front.len() + ENTRY_OVERHEAD;
+            self.written = 0;
+            self.frames.pop_front();
+        }
+        if self.frames.is_empty() && matches!(self.state, State::Closing { .. }) {
+            self.state = State::Closed;
+            return true;
+        }
+        false
+    }
+}
+
+/// A connection's queue together with the socket it drains into.
+#[derive(Debug)]
+pub struct Outbound {
+    /// The connection this queue belongs to.
+    pub conn: ConnId,
+    /// The core's own duplicate of the socket (None in sans-IO tests); closed on drop,
+    /// after the writer has deregistered it.
+    fd: Option<OwnedFd>,
+    queue: Mutex<Queue>,
+    /// Set while the queue sits in the writer's ready list, so it is listed once.
+    pub scheduled: AtomicBool,
+    /// The session is gone: the writer closes the socket once the queue is flushed.
+    pub detached: AtomicBool,
+}
+
+impl Outbound {
+    /// A queue for `conn`, writing to `fd` when given.
+    pub fn new(conn: ConnId, fd: Option<OwnedFd>, limit: usize) -> Self {
+        Outbound {
+            conn,
+            fd,
+            queue: Mutex::new(Queue::new(limit)),
+            scheduled: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
+        }
+    }
+
+    /// The socket, if any.
+    pub fn raw_fd(&self) -> Option<RawFd> {
+        self.fd.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Locks the queue. A poisoned lock means a panic elsewhere; the queue is still
+    /// consistent (every method leaves it so), so keep serving.
+    pub fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims the right to list this queue as ready; false if it is listed already.
+    pub fn claim_schedule(&self) -> bool {
+        !self.scheduled.swap(true, Ordering::AcqRel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: usize) -> Bytes {
+        Bytes::from(vec![b'x'; n])
+    }
+
+    #[test]
+    fn bounded_by_bytes_including_overhead() {
+        let mut q = Queue::new(1000);
+        let mut queued = 0;
+        while q.push(frame(10), 0, 30_000) == Push::Queued {
+            queued += 1;
+        }
+        assert_eq!(queued, 1000 / (10 + ENTRY_OVERHEAD));
+        assert!(matches!(
+            q.state(),
+            State::Closing {
+                code: 4008,
+                abort: true,
+                ..
+            }
+        ));
+        assert_eq!(q.frames.len(), 1, "only the close frame is left");
+        assert_eq!(q.push(frame(1), 0, 30_000), Push::Dropped);
+    }
+
+    #[test]
+    fn overflow_keeps_a_started_frame() {
+        let mut q = Queue::new(200);
+        q.push(frame(100), 0, 30_000);
+        assert!(!q.advance(40));
+        assert_eq!(q.push(frame(100), 0, 30_000), Push::Overflowed);
+        let mut iov = Vec::new();
+        q.unwritten(16, &mut iov);
+        assert_eq!(iov.len(), 2);
+        assert_eq!(iov[0].len(), 60, "the rest of the started frame goes first");
+        assert_eq!(&iov[1][..2], &[0x88, 15], "then the 4008 close frame");
+    }
+
+    #[test]
+    fn advance_across_frames_and_close() {
+        let mut q = Queue::new(10_000);
+        q.push(frame(10), 0, 0);
+        q.push(frame(20), 0, 0);
+        q.close(1001, "bye", false, 5);
+        let close_len = q.frames[2].len();
+        assert!(!q.advance(15));
+        let mut iov = Vec::new();
+        q.unwritten(16, &mut iov);
+        assert_eq!(iov[0].len(), 15);
+        assert!(q.advance(15 + close_len));
+        assert_eq!(q.state(), State::Closed);
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn close_is_queued_once() {
+        let mut q = Queue::new(10_000);
+        q.close(1000, "", false, 0);
+        q.close(1001, "", false, 0);
+        assert_eq!(q.frames.len(), 1);
+        assert!(matches!(q.state(), State::Closing { code: 1000, .. }));
+    }
+}

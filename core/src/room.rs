@@ -1,0 +1,156 @@
+//! Rooms: per tenant, each with its seq counter, its members and its live subscribers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::ids::{ConnId, RoomId, Seq};
+use crate::outbound::Outbound;
+
+/// One room of one tenant.
+#[derive(Debug)]
+pub struct Room {
+    /// Owning tenant: rooms of different tenants never meet.
+    pub tenant: Arc<str>,
+    /// The room id as clients name it.
+    pub name: Arc<str>,
+    /// Seq of the newest message; 0 for an empty room.
+    pub last_seq: Seq,
+    /// Users who subscribed or sent and have not left.
+    pub members: HashSet<Arc<str>>,
+    /// Queues of the connections that get new messages pushed as they happen. A vector,
+    /// so fan-out is a tight loop over contiguous handles.
+    live: Vec<Arc<Outbound>>,
+    /// Index of each live connection in `live`, for O(1) removal.
+    positions: HashMap<ConnId, usize>,
+}
+
+impl Room {
+    fn new(tenant: Arc<str>, name: Arc<str>) -> Self {
+        Room {
+            tenant,
+            name,
+            last_seq: Seq(0),
+            members: HashSet::new(),
+            live: Vec::new(),
+            positions: HashMap::new(),
+        }
+    }
+
+    /// The live subscribers' queues.
+    pub fn live(&self) -> &[Arc<Outbound>] {
+        &self.live
+    }
+
+    /// Starts pushing new messages to `out` (idempotent).
+    pub fn add_live(&mut self, out: &Arc<Outbound>) {
+        if !self.positions.contains_key(&out.conn) {
+            self.positions.insert(out.conn, self.live.len());
+            self.live.push(out.clone());
+        }
+    }
+
+    /// Stops pushing to `conn`; returns whether it was live.
+    pub fn remove_live(&mut self, conn: ConnId) -> bool {
+        let Some(at) = self.positions.remove(&conn) else {
+            return false;
+        };
+        self.live.swap_remove(at);
+        if let Some(moved) = self.live.get(at) {
+            self.positions.insert(moved.conn, at);
+        }
+        true
+    }
+}
+
+/// Every room, interned by `(tenant, name)`.
+#[derive(Debug, Default)]
+pub struct Rooms {
+    index: HashMap<(Arc<str>, Arc<str>), RoomId>,
+    rooms: Vec<Room>,
+}
+
+impl Rooms {
+    /// The room's id, creating the room on first use.
+    pub fn intern(&mut self, tenant: &Arc<str>, name: &str) -> RoomId {
+        let key = (tenant.clone(), Arc::<str>::from(name));
+        if let Some(id) = self.index.get(&key) {
+            return *id;
+        }
+        let id = RoomId(self.rooms.len() as u32);
+        self.rooms.push(Room::new(key.0.clone(), key.1.clone()));
+        self.index.insert(key, id);
+        id
+    }
+
+    /// The room's id if it exists.
+    pub fn find(&self, tenant: &Arc<str>, name: &str) -> Option<RoomId> {
+        self.index
+            .get(&(tenant.clone(), Arc::<str>::from(name)))
+            .copied()
+    }
+
+    /// The room of a valid id.
+    ///
+    /// # Panics
+    /// On an id not made by this `Rooms` (a bug).
+    pub fn get(&self, id: RoomId) -> &Room {
+        &self.rooms[id.0 as usize]
+    }
+
+    /// The room of a valid id, mutably.
+    ///
+    /// # Panics
+    /// On an id not made by this `Rooms` (a bug).
+    pub fn get_mut(&mut self, id: RoomId) -> &mut Room {
+        &mut self.rooms[id.0 as usize]
+    }
+
+    /// How many rooms exist.
+    pub fn len(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Whether no room exists.
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_are_isolated() {
+        let mut rooms = Rooms::default();
+        let acme: Arc<str> = "acme".into();
+        let globex: Arc<str> = "globex".into();
+        let a = rooms.intern(&acme, "general");
+        let g = rooms.intern(&globex, "general");
+        assert_ne!(a, g);
+        assert_eq!(rooms.intern(&acme, "general"), a);
+        assert_eq!(rooms.find(&globex, "general"), Some(g));
+        assert_eq!(rooms.find(&globex, "random"), None);
+    }
+
+    #[test]
+    fn live_set_add_remove() {
+        let mut room = Room::new("t".into(), "r".into());
+        let outs: Vec<_> = (0..4)
+            .map(|i| Arc::new(Outbound::new(ConnId(i), None, 1000)))
+            .collect();
+        for o in &outs {
+            room.add_live(o);
+        }
+        room.add_live(&outs[0]);
+        assert_eq!(room.live().len(), 4);
+        assert!(room.remove_live(ConnId(1)));
+        assert!(!room.remove_live(ConnId(1)));
+        assert!(room.remove_live(ConnId(3)));
+        let mut left: Vec<u64> = room.live().iter().map(|o| o.conn.0).collect();
+        left.sort();
+        assert_eq!(left, vec![0, 2]);
+        assert!(room.remove_live(ConnId(0)));
+        assert_eq!(room.live()[0].conn, ConnId(2));
+    }
+}

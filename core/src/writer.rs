@@ -1,0 +1,325 @@
+//! The socket writer: the one thread that writes every attached socket.
+//!
+//! Connections whose queue gained frames are listed as ready; the writer drains each with
+//! one `writev` of everything queued (up to [`MAX_IOV`] frames), so a socket gets one
+//! syscall per wake-up however many messages arrived meanwhile. A socket that says EAGAIN
+//! waits for its writable event (edge-triggered epoll via mio). The writer never takes
+//! the broker's lock while it holds a queue's lock, and never calls into Python.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+
+use crate::clock::Clock;
+use crate::ids::ConnId;
+use crate::outbound::{Outbound, Queue, State};
+
+/// Frames per `writev`: the kernel's IOV_MAX is 1024; 256 frames already fill a socket
+/// buffer many times over at chat sizes.
+pub const MAX_IOV: usize = 256;
+const WAKE: Token = Token(usize::MAX);
+/// How often closing connections are checked against their deadline.
+const DEADLINE_TICK: Duration = Duration::from_millis(200);
+
+/// Called by the writer when a connection replaying history has drained enough for more;
+/// returns the queues that gained frames.
+pub type RefillFn = Box<dyn Fn(ConnId) -> Vec<Arc<Outbound>> + Send + Sync>;
+
+struct Shared {
+    ready: Mutex<Vec<Arc<Outbound>>>,
+    /// True while the writer may be blocked in epoll: only then is a wake-up needed.
+    sleeping: AtomicBool,
+    stop: AtomicBool,
+    waker: Waker,
+    registry: Registry,
+    /// Every attached queue by token, for writable events and shutdown.
+    conns: Mutex<HashMap<usize, Arc<Outbound>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Handle to the writer thread.
+pub struct Writer {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the writer thread.
+    ///
+    /// # Errors
+    /// When epoll or the thread cannot be created.
+    pub fn spawn(clock: Clock, refill: RefillFn) -> io::Result<Writer> {
+        let poll = Poll::new()?;
+        let shared = Arc::new(Shared {
+            ready: Mutex::new(Vec::new()),
+            sleeping: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            waker: Waker::new(poll.registry(), WAKE)?,
+            registry: poll.registry().try_clone()?,
+            conns: Mutex::new(HashMap::new()),
+        });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("rushhour-writer".into())
+            .spawn(move || Loop::new(thread_shared, poll, clock, refill).run())?;
+        Ok(Writer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Takes over writing `out`'s socket.
+    ///
+    /// # Errors
+    /// When the socket cannot be registered with epoll.
+    pub fn attach(&self, out: Arc<Outbound>) -> io::Result<()> {
+        if let Some(fd) = out.raw_fd() {
+            self.shared.registry.register(
+                &mut SourceFd(&fd),
+                Token(out.conn.0 as usize),
+                Interest::WRITABLE,
+            )?;
+        }
+        lock(&self.shared.conns).insert(out.conn.0 as usize, out);
+        Ok(())
+    }
+
+    /// Lists queues that gained frames; wakes the thread once if it sleeps.
+    pub fn schedule(&self, ready: Vec<Arc<Outbound>>) {
+        if ready.is_empty() {
+            return;
+        }
+        lock(&self.shared.ready).extend(ready);
+        if self.shared.sleeping.load(Ordering::SeqCst) {
+            let _ = self.shared.waker.wake();
+        }
+    }
+
+    /// The session is over: close the socket once its queue is flushed or its close
+    /// deadline passes.
+    pub fn detach(&self, out: &Arc<Outbound>) {
+        out.detached.store(true, Ordering::Release);
+        out.scheduled.store(true, Ordering::Release);
+        self.schedule(vec![out.clone()]);
+    }
+
+    /// Waits until every queue is empty or closed, for at most `timeout`. Returns whether
+    /// everything was flushed.
+    pub fn wait_flushed(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let pending = lock(&self.shared.conns).values().any(|o| {
+                let q = o.lock();
+                !q.is_empty() && q.state() != State::Closed
+            });
+            if !pending {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sockets attached now.
+    pub fn attached(&self) -> usize {
+        lock(&self.shared.conns).len()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _ = self.shared.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The writer thread's own state.
+struct Loop {
+    shared: Arc<Shared>,
+    poll: Poll,
+    clock: Clock,
+    refill: RefillFn,
+    /// Queues with a close under way or a detached session: checked against deadlines.
+    closing: HashMap<ConnId, Arc<Outbound>>,
+    iov: Vec<libc::iovec>,
+}
+
+impl Loop {
+    fn new(shared: Arc<Shared>, poll: Poll, clock: Clock, refill: RefillFn) -> Self {
+        Loop {
+            shared,
+            poll,
+            clock,
+            refill,
+            closing: HashMap::new(),
+            iov: Vec::with_capacity(MAX_IOV),
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut batch: Vec<Arc<Outbound>> = Vec::new();
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            std::mem::swap(&mut batch, &mut *lock(&self.shared.ready));
+            if batch.is_empty() {
+                self.shared.sleeping.store(true, Ordering::SeqCst);
+                if lock(&self.shared.ready).is_empty() {
+                    let timeout = (!self.closing.is_empty()).then_some(DEADLINE_TICK);
+                    if let Err(e) = self.poll.poll(&mut events, timeout) {
+                        if e.kind() != io::ErrorKind::Interrupted {
+                            eprintln!("rushhour writer: epoll failed: {e}");
+                        }
+                    }
+                }
+                self.shared.sleeping.store(false, Ordering::SeqCst);
+                let conns = lock(&self.shared.conns);
+                for event in events.iter().filter(|e| e.token() != WAKE) {
+                    if let Some(out) = conns.get(&event.token().0) {
+                        out.lock().blocked = false;
+                        batch.push(out.clone());
+                    }
+                }
+                drop(conns);
+                self.check_deadlines();
+            }
+            for out in batch.drain(..) {
+                out.scheduled.store(false, Ordering::Release);
+                self.flush(&out);
+            }
+        }
+    }
+
+    /// Writes what `out` has queued, as far as the socket takes it.
+    fn flush(&mut self, out: &Arc<Outbound>) {
+        let Some(fd) = out.raw_fd() else { return };
+        let mut q = out.lock();
+        let shut = if q.blocked {
+            None
+        } else {
+            self.write_queue(fd, &mut q)
+        };
+        let state = q.state();
+        let refill = q.wants_refill && q.below_low_water();
+        let finished = q.is_empty() || state == State::Closed;
+        drop(q);
+        if let Some(how) = shut {
+            // SAFETY: fd is open (owned by `out`, alive here); shutdown has no memory effects.
+            unsafe { libc::shutdown(fd, how) };
+        }
+        if matches!(state, State::Closing { .. }) || out.detached.load(Ordering::Acquire) {
+            self.closing.insert(out.conn, out.clone());
+        }
+        if refill {
+            let ready = (self.refill)(out.conn);
+            lock(&self.shared.ready).extend(ready);
+        }
+        if finished && out.detached.load(Ordering::Acquire) {
+            self.release(out);
+        }
+    }
+
+    /// The writev loop. Returns the `shutdown` mode to apply once the close frame (or a
+    /// failure) ended the stream.
+    fn write_queue(&mut self, fd: RawFd, q: &mut Queue) -> Option<libc::c_int> {
+        loop {
+            if q.is_empty() {
+                return None;
+            }
+            let mut slices = Vec::new();
+            q.unwritten(MAX_IOV, &mut slices);
+            self.iov.clear();
+            self.iov.extend(slices.iter().map(|s| libc::iovec {
+                iov_base: s.as_ptr() as *mut _,
+                iov_len: s.len(),
+            }));
+            drop(slices);
+            // SAFETY: the iovecs point into frames owned by `q`, which is locked and not
+            // modified until writev returns.
+            let n = unsafe { libc::writev(fd, self.iov.as_ptr(), self.iov.len() as libc::c_int) };
+            if n >= 0 {
+                let abort = matches!(q.state(), State::Closing { abort: true, .. });
+                if q.advance(n as usize) {
+                    return Some(if abort {
+                        libc::SHUT_RDWR
+                    } else {
+                        libc::SHUT_WR
+                    });
+                }
+                continue;
+            }
+            match io::Error::last_os_error().kind() {
+                io::ErrorKind::WouldBlock => {
+                    q.blocked = true;
+                    return None;
+                }
+                io::ErrorKind::Interrupted => continue,
+                // The peer is gone (EPIPE, ECONNRESET…): drop its frames; the reader
+                // sees the end of the stream and detaches.
+                _ => {
+                    q.fail();
+                    return Some(libc::SHUT_RDWR);
+                }
+            }
+        }
+    }
+
+    /// Forces closes whose deadline passed; forgets those that are done.
+    fn check_deadlines(&mut self) {
+        let now = self.clock.mono_ms();
+        let mut done = Vec::new();
+        for (id, out) in &self.closing {
+            let mut q = out.lock();
+            let expired = match q.state() {
+                State::Closing { deadline_ms, .. } => now >= deadline_ms,
+                State::Open => false,
+                State::Closed => {
+                    done.push(*id);
+                    false
+                }
+            };
+            if expired {
+                q.fail();
+                done.push(*id);
+                if let Some(fd) = out.raw_fd() {
+                    // SAFETY: as in `flush`.
+                    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+                }
+            }
+        }
+        for id in done {
+            if let Some(out) = self.closing.remove(&id) {
+                if out.detached.load(Ordering::Acquire) {
+                    self.release(&out);
+                }
+            }
+        }
+    }
+
+    /// Stops watching a detached socket; its fd closes when the last handle drops.
+    fn release(&mut self, out: &Arc<Outbound>) {
+        if lock(&self.shared.conns)
+            .remove(&(out.conn.0 as usize))
+            .is_some()
+        {
+            if let Some(fd) = out.raw_fd() {
+                let _ = self.shared.registry.deregister(&mut SourceFd(&fd));
+            }
+        }
+        self.closing.remove(&out.conn);
+    }
+}

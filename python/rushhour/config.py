@@ -1,0 +1,128 @@
+"""Server configuration: every `rushhour serve` flag, each also `RUSHHOUR_<NAME>` in the environment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+FSYNC_POLICIES = ("always", "batch", "never")
+#: Smallest outbound queue: room for a few of the largest messages (64 KiB bodies).
+MIN_QUEUE_BYTES = 256 << 10
+
+
+@dataclass(frozen=True)
+class Config:
+    """What a server runs with. Defaults are the protocol's.
+
+    Attributes:
+        host: Address to listen on.
+        port: TCP port; 0 picks any free port.
+        data_dir: Folder of the server's data.
+        secret: HS256 key of session tokens; None generates a random one per start.
+        api_key: Bearer key of `POST /api/v1/publish`; None disables the endpoint.
+        dev: Enables `POST /api/v1/dev-token` and `/ws/echo`.
+        allowed_origins: Browser origins allowed at the handshake; empty allows all.
+        max_queue_bytes: Outbound bytes queued per connection before close 4008.
+        fsync: Log fsync policy (`always`, `batch`, `never`).
+        seat_grace_ms: How long a dropped meeting participant's seat is held.
+        receipt_interval_ms: Coalescing interval of receipt and presence pushes.
+        receipt_push_max_members: Largest room that gets receipt and presence pushes.
+        idle_timeout_ms: A connection silent this long is closed.
+        heartbeat_ms: Interval of server pings, announced in `welcome`.
+        hello_timeout_ms: Time allowed for the first frame (`hello`).
+        max_frame_bytes: Largest inbound frame or message.
+        max_body_bytes: Largest message body, encoded.
+        max_subscriptions: Room subscriptions per connection.
+        send_rate: Sends per second per connection.
+        send_burst: Send burst per connection.
+        max_bad_frames: Non-JSON or binary frames tolerated per connection.
+        memory_retention: Messages kept per room in memory.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    data_dir: Path = Path("rushhour-data")
+    secret: str | None = None
+    api_key: str | None = None
+    dev: bool = False
+    allowed_origins: tuple[str, ...] = ()
+    max_queue_bytes: int = 4 << 20
+    fsync: str = "batch"
+    seat_grace_ms: int = 60_000
+    receipt_interval_ms: int = 250
+    receipt_push_max_members: int = 256
+    idle_timeout_ms: int = 60_000
+    heartbeat_ms: int = 25_000
+    hello_timeout_ms: int = 10_000
+    max_frame_bytes: int = 1 << 20
+    max_body_bytes: int = 64 << 10
+    max_subscriptions: int = 256
+    send_rate: float = 5_000.0
+    send_burst: float = 10_000.0
+    max_bad_frames: int = 10
+    memory_retention: int = 100_000
+    _generated_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+
+    def __post_init__(self) -> None:
+        if self.fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port must be 0-65535")
+        if self.max_queue_bytes < MIN_QUEUE_BYTES:
+            raise ValueError(f"max_queue_bytes must be at least {MIN_QUEUE_BYTES}")
+
+    @property
+    def signing_secret(self) -> str:
+        """The HS256 key in force: the configured one, else one random per start."""
+        return self.secret if self.secret is not None else self._generated_secret
+
+
+def _parse_bool(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds one flag per field; each flag's default comes from `RUSHHOUR_<NAME>`."""
+    for f in fields(Config):
+        if f.name.startswith("_"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        env = os.environ.get("RUSHHOUR_" + f.name.upper())
+        kwargs: dict[str, Any] = {"dest": f.name, "help": f"(env RUSHHOUR_{f.name.upper()})"}
+        if f.name == "dev":
+            kwargs.update(action="store_true", default=_parse_bool(env) if env is not None else False)
+        else:
+            kwargs.update(default=env)
+            if f.name == "fsync":
+                kwargs["choices"] = FSYNC_POLICIES
+        parser.add_argument(flag, **kwargs)
+
+
+def from_namespace(ns: argparse.Namespace) -> Config:
+    """Builds a Config from parsed flags, converting each to its field's type."""
+    values: dict[str, Any] = {}
+    defaults = Config()
+    for f in fields(Config):
+        raw = getattr(ns, f.name, None)
+        if f.name.startswith("_") or raw is None:
+            continue
+        default = getattr(defaults, f.name)
+        if f.name == "allowed_origins":
+            values[f.name] = tuple(o.strip() for o in str(raw).split(",") if o.strip())
+        elif f.name in ("secret", "api_key"):
+            values[f.name] = str(raw)
+        elif isinstance(default, bool):
+            values[f.name] = raw if isinstance(raw, bool) else _parse_bool(str(raw))
+        elif isinstance(default, int):
+            values[f.name] = int(raw)
+        elif isinstance(default, float):
+            values[f.name] = float(raw)
+        elif isinstance(default, Path):
+            values[f.name] = Path(raw)
+        else:
+            values[f.name] = raw
+    return Config(**values)

@@ -1,0 +1,116 @@
+"""The server: listener, accept loop, heartbeat, graceful shutdown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import trio
+
+from rushhour._core import Engine
+from rushhour.config import Config
+from rushhour.server._http import HttpConnection
+from rushhour.server._metrics import Metrics
+from rushhour.server._sessions import SessionRegistry
+
+#: Pending connections the kernel may hold while we are busy (the 9 a.m. burst).
+LISTEN_BACKLOG = 4096
+#: How long shutdown waits for close frames to reach the sockets.
+SHUTDOWN_FLUSH_S = 5.0
+CLOSE_GOING_AWAY = 1001
+
+
+def engine_for(config: Config) -> Engine:
+    """The core configured from `config`."""
+    return Engine(
+        max_queue_bytes=config.max_queue_bytes,
+        max_frame_bytes=config.max_frame_bytes,
+        max_body_bytes=config.max_body_bytes,
+        max_subscriptions=config.max_subscriptions,
+        send_rate_per_s=config.send_rate,
+        send_burst=config.send_burst,
+        max_bad_frames=config.max_bad_frames,
+        memory_retention_per_room=config.memory_retention,
+    )
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """Where a started server listens, and its core for in-process use."""
+
+    host: str
+    port: int
+    engine: Engine
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}/ws"
+
+
+class App:
+    """State shared by every connection of one server."""
+
+    def __init__(self, config: Config, engine: Engine | None = None) -> None:
+        self.config = config
+        self.engine = engine if engine is not None else engine_for(config)
+        self.metrics = Metrics(self.engine)
+        self.sessions = SessionRegistry()
+        self.draining = False
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        await HttpConnection(self, stream).run()
+
+    async def heartbeat(self) -> None:
+        """Pings every connection each heartbeat and closes the silent ones."""
+        interval = min(self.config.heartbeat_ms, self.config.idle_timeout_ms) / 1000
+        while True:
+            await trio.sleep(interval)
+            self.engine.heartbeat(self.config.idle_timeout_ms)
+
+    async def drain(self) -> None:
+        """Closes every client with 1001 and waits for the close frames to be written."""
+        self.draining = True
+        await trio.to_thread.run_sync(self.engine.shutdown, CLOSE_GOING_AWAY, "server shutdown", SHUTDOWN_FLUSH_S)
+
+
+async def serve(
+    config: Config,
+    *,
+    engine: Engine | None = None,
+    task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Runs a rushhour server until cancelled, then shuts down gracefully.
+
+    Start it with `nursery.start(rushhour.serve, config)`: that returns a `ServerInfo`
+    once the server accepts connections. Cancelling it closes every client with 1001
+    (reconnect elsewhere) after flushing what was queued.
+
+    Args:
+        config: What to run with.
+        engine: An existing core to serve (e.g. one a `rushhour.Broker` also uses).
+        task_status: Set by `nursery.start`.
+    """
+    app = App(config, engine)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    listeners = await trio.open_tcp_listeners(config.port, host=config.host, backlog=LISTEN_BACKLOG)
+    host, port = listeners[0].socket.getsockname()[:2]
+    # Connections live in a shielded scope: on cancellation they are told 1001 first,
+    # and only then torn down.
+    connections = trio.CancelScope(shield=True)
+
+    async def run_connections(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with connections:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(app.heartbeat)
+                await nursery.start(trio.serve_listeners, app.handle, listeners)
+                task_status.started()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_connections)
+        task_status.started(ServerInfo(str(host), int(port), app.engine))
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await app.drain()
+            connections.cancel()

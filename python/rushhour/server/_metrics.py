@@ -1,0 +1,55 @@
+"""Prometheus metrics: the core's counters read at scrape time, plus the session layer's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from rushhour._core import Engine
+
+# (stat key, metric name, help, is counter)
+_CORE_METRICS = (
+    ("connections", "rushhour_connections", "WebSocket connections attached to the core", False),
+    ("rooms", "rushhour_rooms", "Rooms in existence", False),
+    ("queued_bytes", "rushhour_outbound_queued_bytes", "Bytes waiting in outbound queues", False),
+    ("messages", "rushhour_messages", "Messages accepted (duplicates excluded)", True),
+    ("deliveries", "rushhour_deliveries", "Frames queued to connections", True),
+    ("slow_consumers", "rushhour_slow_consumer_closes", "Connections closed with 4008", True),
+    ("bad_frames", "rushhour_bad_frames", "Bad frames received", True),
+)
+
+
+class _CoreCollector(Collector):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._engine.stats()
+        for key, name, help_text, counter in _CORE_METRICS:
+            family: Metric
+            if counter:
+                family = CounterMetricFamily(name, help_text, value=stats[key])
+            else:
+                family = GaugeMetricFamily(name, help_text, value=stats[key])
+            yield family
+
+
+class Metrics:
+    """A registry per server, so several servers can run in one process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_CoreCollector(engine))
+        self.http_requests = Counter(
+            "rushhour_http_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry
+        )
+        self.handshakes = Counter(
+            "rushhour_ws_handshakes", "WebSocket handshakes by outcome", ["outcome"], registry=self.registry
+        )
+        self.hellos = Counter("rushhour_hellos", "hello frames by outcome", ["outcome"], registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

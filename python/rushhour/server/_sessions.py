@@ -1,0 +1,56 @@
+"""Session tokens: the `session` of `welcome`, which a later `hello` may `resume`.
+
+A resume on a new connection fences the old one out with close 4009, so one session is
+never served twice at once. The registry is bounded: the oldest detached sessions go
+first.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+
+#: Sessions remembered at most; past it the oldest are forgotten (their resume starts fresh).
+MAX_SESSIONS = 200_000
+
+
+@dataclass
+class SessionRecord:
+    """Whose a session token is, and which connection holds it now."""
+
+    tenant: str
+    user: str
+    conn: int | None
+
+
+class SessionRegistry:
+    """Maps session tokens to their owner and current connection."""
+
+    def __init__(self, limit: int = MAX_SESSIONS) -> None:
+        self._records: OrderedDict[str, SessionRecord] = OrderedDict()
+        self._limit = limit
+
+    def open(self, tenant: str, user: str, conn: int, resume: object) -> tuple[str, bool, int | None]:
+        """Opens or resumes a session on `conn`.
+
+        Returns:
+            (token, resumed, fenced connection or None).
+        """
+        if isinstance(resume, str) and (record := self._records.get(resume)) is not None:
+            if record.tenant == tenant and record.user == user:
+                fenced = record.conn if record.conn != conn else None
+                record.conn = conn
+                self._records.move_to_end(resume)
+                return resume, True, fenced
+        token = secrets.token_urlsafe(18)
+        self._records[token] = SessionRecord(tenant, user, conn)
+        while len(self._records) > self._limit:
+            self._records.popitem(last=False)
+        return token, False, None
+
+    def release(self, token: str, conn: int) -> None:
+        """The connection is gone; the session stays resumable."""
+        record = self._records.get(token)
+        if record is not None and record.conn == conn:
+            record.conn = None

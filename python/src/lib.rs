@@ -1,0 +1,210 @@
+//! `rushhour._core`: the PyO3 binding of rushhour-core. Only conversions live here.
+//!
+//! Calls that may touch many connections or the store release the GIL; the core's own
+//! threads never take it.
+
+mod errors;
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use rushhour_core::{ConnId, ConnKind, Inbound, Limits, MemoryStore};
+
+use errors::CoreError;
+
+/// The broker core: rooms, fan-out, the WebSocket codec and the socket writer.
+#[pyclass(frozen, module = "rushhour._core")]
+struct Engine {
+    inner: rushhour_core::Engine,
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (*, max_queue_bytes=None, max_frame_bytes=None, max_body_bytes=None,
+        max_subscriptions=None, max_inflight=None, send_rate_per_s=None, send_burst=None,
+        max_bad_frames=None, close_timeout_ms=None, memory_retention_per_room=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        max_queue_bytes: Option<usize>,
+        max_frame_bytes: Option<usize>,
+        max_body_bytes: Option<usize>,
+        max_subscriptions: Option<usize>,
+        max_inflight: Option<usize>,
+        send_rate_per_s: Option<f64>,
+        send_burst: Option<f64>,
+        max_bad_frames: Option<u32>,
+        close_timeout_ms: Option<u64>,
+        memory_retention_per_room: Option<usize>,
+    ) -> PyResult<Self> {
+        let d = Limits::default();
+        let limits = Limits {
+            max_queue_bytes: max_queue_bytes.unwrap_or(d.max_queue_bytes),
+            max_frame_bytes: max_frame_bytes.unwrap_or(d.max_frame_bytes),
+            max_body_bytes: max_body_bytes.unwrap_or(d.max_body_bytes),
+            max_subscriptions: max_subscriptions.unwrap_or(d.max_subscriptions),
+            max_inflight: max_inflight.unwrap_or(d.max_inflight),
+            send_rate_per_s: send_rate_per_s.unwrap_or(d.send_rate_per_s),
+            send_burst: send_burst.unwrap_or(d.send_burst),
+            max_bad_frames: max_bad_frames.unwrap_or(d.max_bad_frames),
+            close_timeout_ms: close_timeout_ms.unwrap_or(d.close_timeout_ms),
+            memory_retention_per_room: memory_retention_per_room
+                .unwrap_or(d.memory_retention_per_room),
+            ..d
+        };
+        if limits.max_queue_bytes < 256 << 10 {
+            return Err(PyValueError::new_err(
+                "max_queue_bytes must be at least 262144",
+            ));
+        }
+        let store = Box::new(MemoryStore::new(limits.memory_retention_per_room));
+        let inner = rushhour_core::Engine::new(limits, store)
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        Ok(Engine { inner })
+    }
+
+    /// Takes ownership of `fd` (a duplicate of a socket whose handshake is done) and
+    /// becomes its only writer. Returns the connection id.
+    #[pyo3(signature = (fd, *, echo=false))]
+    fn attach(&self, fd: i32, echo: bool) -> PyResult<u64> {
+        if fd < 0 {
+            return Err(PyValueError::new_err("invalid file descriptor"));
+        }
+        // SAFETY: the caller hands over this descriptor (a dup it will not close).
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let kind = if echo {
+            ConnKind::Echo
+        } else {
+            ConnKind::Session
+        };
+        let conn = self
+            .inner
+            .attach(owned, kind)
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        Ok(conn.0)
+    }
+
+    /// Processes bytes read from the socket. Returns None (read more), a str (a control
+    /// frame's JSON for the session layer; call again with b"" after handling it), or an
+    /// int (the connection is closing with that code).
+    fn feed<'py>(&self, py: Python<'py>, conn: u64, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        let inbound = py.detach(|| self.inner.feed(ConnId(conn), data));
+        Ok(match inbound {
+            Inbound::Idle => py.None().into_bound(py),
+            Inbound::Control(text) => text.into_pyobject(py)?.into_any(),
+            Inbound::Closing(code) => code.into_pyobject(py)?.into_any(),
+        })
+    }
+
+    /// Opens the session of a connection after its token was verified.
+    #[pyo3(signature = (conn, tenant, user, rooms=None))]
+    fn open_session(
+        &self,
+        conn: u64,
+        tenant: &str,
+        user: &str,
+        rooms: Option<Vec<String>>,
+    ) -> PyResult<()> {
+        Ok(self
+            .inner
+            .open_session(ConnId(conn), tenant, user, rooms.as_deref())
+            .map_err(CoreError)?)
+    }
+
+    /// Queues a JSON text frame for a connection; False if it is gone or closing.
+    fn send_text(&self, conn: u64, json: &str) -> bool {
+        self.inner.send_text(ConnId(conn), json)
+    }
+
+    /// Queues one JSON text frame (encoded once) for many connections.
+    fn send_text_many(&self, py: Python<'_>, conns: Vec<u64>, json: &str) {
+        let conns: Vec<ConnId> = conns.into_iter().map(ConnId).collect();
+        py.detach(|| self.inner.send_text_many(&conns, json));
+    }
+
+    /// Starts closing a connection with a close frame.
+    #[pyo3(signature = (conn, code, reason=""))]
+    fn close(&self, conn: u64, code: u16, reason: &str) {
+        self.inner.close(ConnId(conn), code, reason);
+    }
+
+    /// Ends a connection: the socket is closed once its queue is flushed.
+    fn detach(&self, conn: u64) {
+        self.inner.detach(ConnId(conn));
+    }
+
+    /// Publishes a message server-side. Returns (seq, ts, duplicate).
+    fn publish(
+        &self,
+        py: Python<'_>,
+        tenant: &str,
+        room: &str,
+        sender: &str,
+        cid: &str,
+        body: &str,
+    ) -> PyResult<(u64, u64, bool)> {
+        let a = py
+            .detach(|| self.inner.publish(tenant, room, sender, cid, body))
+            .map_err(CoreError)?;
+        Ok((a.seq.0, a.ts, a.duplicate))
+    }
+
+    /// Up to `limit` messages before `before`, as `msg` JSON texts, ascending.
+    #[pyo3(signature = (tenant, room, before=None, limit=50))]
+    fn history(
+        &self,
+        py: Python<'_>,
+        tenant: &str,
+        room: &str,
+        before: Option<u64>,
+        limit: u64,
+    ) -> PyResult<Vec<String>> {
+        Ok(py
+            .detach(|| self.inner.history(tenant, room, before, limit))
+            .map_err(CoreError)?)
+    }
+
+    /// Pings every connection and closes those idle past `idle_timeout_ms`.
+    fn heartbeat(&self, py: Python<'_>, idle_timeout_ms: u64) -> usize {
+        py.detach(|| self.inner.heartbeat(idle_timeout_ms))
+    }
+
+    /// Closes every connection with `code` and waits up to `timeout` seconds for the
+    /// close frames to be written. Returns whether all were.
+    fn shutdown(&self, py: Python<'_>, code: u16, reason: &str, timeout: f64) -> bool {
+        let timeout = Duration::from_secs_f64(timeout.max(0.0));
+        py.detach(|| self.inner.shutdown(code, reason, timeout))
+    }
+
+    /// Counters for the metrics endpoint.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("connections", s.connections)?;
+        d.set_item("messages", s.messages)?;
+        d.set_item("deliveries", s.deliveries)?;
+        d.set_item("slow_consumers", s.slow_consumers)?;
+        d.set_item("bad_frames", s.bad_frames)?;
+        d.set_item("rooms", s.rooms)?;
+        d.set_item("queued_bytes", s.queued_bytes)?;
+        Ok(d)
+    }
+}
+
+/// Whether `s` is a valid protocol id (1–128 chars of `[A-Za-z0-9_.:@/-]`).
+#[pyfunction]
+fn is_valid_id(s: &str) -> bool {
+    rushhour_core::ids::is_valid_id(s)
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", rushhour_core::version())?;
+    m.add_class::<Engine>()?;
+    m.add_function(wrap_pyfunction!(is_valid_id, m)?)?;
+    errors::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,133 @@
+"""Test helpers: a raw WebSocket client over a plain socket, for frames no library sends
+(unmasked, malformed, oversized, garbage), and small JSON helpers for `websockets`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import struct
+from typing import Any
+
+from websockets.sync.client import ClientConnection, connect
+
+
+def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True, rsv: int = 0) -> bytes:
+    """A client frame; `mask=False` makes the unmasked frame a client must never send."""
+    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    n = len(payload)
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([mbit | n])
+    elif n < 65536:
+        head += bytes([mbit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([mbit | 127]) + struct.pack("!Q", n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def text(obj: Any) -> bytes:
+    """A masked text frame carrying `obj` as JSON."""
+    return frame(1, json.dumps(obj).encode())
+
+
+class RawClient:
+    """A WebSocket client that writes whatever bytes it is told to."""
+
+    def __init__(self, host: str, port: int, path: str = "/ws", headers: dict[str, str] | None = None) -> None:
+        self.sock = socket.create_connection((host, port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.sock.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+            ).encode()
+        )
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed during handshake")
+            self.buf += chunk
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        self.status = int(head.split(b" ", 2)[1])
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def recv_frame(self) -> tuple[int, bytes]:
+        """The next server frame as (opcode, payload)."""
+        b0, b1 = self._read(2)
+        assert b1 & 0x80 == 0, "server frames are never masked"
+        n = b1 & 0x7F
+        if n == 126:
+            (n,) = struct.unpack("!H", self._read(2))
+        elif n == 127:
+            (n,) = struct.unpack("!Q", self._read(8))
+        return b0 & 0x0F, self._read(n)
+
+    def recv_json(self) -> dict[str, Any]:
+        """The next text frame as JSON, answering pings on the way."""
+        while True:
+            opcode, payload = self.recv_frame()
+            if opcode == 1:
+                return json.loads(payload)  # type: ignore[no-any-return]
+            if opcode == 8:
+                raise AssertionError(f"closed: {close_code(payload)}")
+
+    def recv_close(self) -> int:
+        """Skips frames until the close frame; returns its code."""
+        while True:
+            opcode, payload = self.recv_frame()
+            if opcode == 8:
+                return close_code(payload)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def close_code(payload: bytes) -> int:
+    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+
+
+def ws_connect(url: str, **kwargs: Any) -> ClientConnection:
+    """A `websockets` client with test-friendly timeouts."""
+    kwargs.setdefault("open_timeout", 10)
+    kwargs.setdefault("close_timeout", 5)
+    return connect(url, **kwargs)
+
+
+def request(ws: ClientConnection, frame: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
+    """Sends a frame with an `id` and returns the reply or error with that id, skipping pushes."""
+    ws.send(json.dumps(frame))
+    while True:
+        reply = json.loads(ws.recv(timeout=timeout))
+        if reply.get("id") == frame["id"]:
+            return reply  # type: ignore[no-any-return]
+
+
+def recv_op(ws: ClientConnection, op: str, timeout: float = 10) -> dict[str, Any]:
+    """The next frame with the given op, skipping others."""
+    while True:
+        msg = json.loads(ws.recv(timeout=timeout))
+        if msg["op"] == op:
+            return msg  # type: ignore[no-any-return]
+
+
+def hello(ws: ClientConnection, token: str, **extra: Any) -> dict[str, Any]:
+    ws.send(json.dumps({"op": "hello", "token": token, **extra}))
+    return json.loads(ws.recv(timeout=10))  # type: ignore[no-any-return]
