@@ -74,12 +74,13 @@ impl Engine {
         result
     }
 
-    /// Takes over a socket after its handshake; `fd` is the core's own duplicate.
+    /// Takes over a socket after its handshake; `fd` is the core's own duplicate (None:
+    /// a connection whose frames only queue up, for measuring the core).
     ///
     /// # Errors
     /// When the socket cannot be registered.
-    pub fn attach(&self, fd: OwnedFd, kind: ConnKind) -> io::Result<ConnId> {
-        let out = self.with(|b, now, _| b.attach(Some(fd), kind, now));
+    pub fn attach(&self, fd: Option<OwnedFd>, kind: ConnKind) -> io::Result<ConnId> {
+        let out = self.with(|b, now, _| b.attach(fd, kind, now));
         let conn = out.conn;
         if let Err(e) = self.writer.attach(out) {
             self.with(|b, _, _| b.detach(conn));
