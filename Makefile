@@ -10,7 +10,7 @@ help: ## list the targets
 build-dev: ## install the package (and the test extras) in place, building the extension once
 	$(PYTHON) -m pip install --quiet --no-build-isolation -e '.[test]'
 
-test: build-dev test-rust test-python ## run every Rust and Python test
+test: build-dev lint test-rust test-python ## run every check: lints, Rust tests, Python tests
 
 test-rust: ## cargo tests of the workspace, and clippy with warnings as errors
 	$(CARGO) test --workspace --exclude rushhour-python
@@ -19,9 +19,13 @@ test-rust: ## cargo tests of the workspace, and clippy with warnings as errors
 test-python: ## pytest over real sockets
 	$(PYTHON) -m pytest -q
 
-lint: ## formatting and static checks
+lint: ## formatting and static checks (rustfmt, clippy, ruff, mypy strict, stubtest)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(PYTHON) -m ruff check python tests benches
+	$(PYTHON) -m ruff format --check python tests benches
+	$(PYTHON) -m mypy
+	$(PYTHON) -m mypy.stubtest rushhour._core
 
 bench: ## criterion benches and pytest-benchmark
 	$(CARGO) bench -p rushhour-benches

@@ -61,18 +61,27 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def start_server(
-    data_dir: Path, *extra: str, env: dict[str, str] | None = None, dev: bool = True
-) -> ServerProcess:
+def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None, dev: bool = True) -> ServerProcess:
     """Starts `rushhour serve` on a free port and waits for its listening line."""
     args = [
-        sys.executable, "-m", "rushhour", "serve", "--host", "127.0.0.1", "--port", "0",
-        "--data-dir", str(data_dir), "--secret", SECRET, "--api-key", API_KEY,
-        *(["--dev"] if dev else []), *extra,
+        sys.executable,
+        "-m",
+        "rushhour",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        "--secret",
+        SECRET,
+        "--api-key",
+        API_KEY,
+        *(["--dev"] if dev else []),
+        *extra,
     ]
-    proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})}
-    )
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})})
     assert proc.stdout is not None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

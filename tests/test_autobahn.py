@@ -19,7 +19,16 @@ CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "10.*"]
 
 
 def test_autobahn_cases_match_the_pinned_results(server: ServerProcess, tmp_path: Path) -> None:
-    args = [sys.executable, "-c", "from kosoku._cli import main; main()", f"{server.url}/echo", "-p", "4", "-o", str(tmp_path)]
+    args = [
+        sys.executable,
+        "-c",
+        "from kosoku._cli import main; main()",
+        f"{server.url}/echo",
+        "-p",
+        "4",
+        "-o",
+        str(tmp_path),
+    ]
     for case in CASES:
         args += ["-i", case]
     run = subprocess.run(args, capture_output=True, text=True, timeout=600)

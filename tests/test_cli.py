@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import LISTENING, start_server
 from websockets.exceptions import ConnectionClosed
+
+from conftest import LISTENING, start_server
 from wsutil import hello, request, ws_connect
 
 

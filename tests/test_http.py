@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import ServerProcess, start_server
 from wsutil import hello, recv_op, request, ws_connect
 
@@ -25,7 +26,9 @@ def http(method: str, url: str, body: object = None, headers: dict[str, str] | N
 
 def publish(server: ServerProcess, payload: dict[str, Any], key: str | None = None) -> tuple[int, dict[str, Any]]:
     status, body = http(
-        "POST", server.http + "/api/v1/publish", payload,
+        "POST",
+        server.http + "/api/v1/publish",
+        payload,
         {"Authorization": f"Bearer {key or server.api_key}", "Content-Type": "application/json"},
     )
     return status, json.loads(body)

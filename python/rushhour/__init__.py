@@ -6,6 +6,7 @@ WebRTC meeting signalling, built to survive the 9 a.m. burst.
 - `rushhour.client` is a Trio client library for the wire protocol.
 """
 
+from rushhour import auth
 from rushhour._core import (
     BadRequestError,
     ConflictError,
@@ -20,7 +21,6 @@ from rushhour._core import (
     UnauthorizedError,
     __version__,
 )
-from rushhour import auth
 from rushhour.broker import Broker, Message, Published, Subscription
 from rushhour.config import Config
 from rushhour.server import ServerInfo, serve

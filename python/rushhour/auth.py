@@ -45,9 +45,7 @@ def verify(token: object, secret: str) -> Claims:
     if not isinstance(token, str) or not token:
         raise InvalidToken("token missing")
     try:
-        payload = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "tenant"]}
-        )
+        payload = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "tenant"]})
     except jwt.ExpiredSignatureError:
         raise InvalidToken("token expired") from None
     except jwt.InvalidTokenError as e:

@@ -18,7 +18,8 @@ from typing import Any
 
 import trio
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import CloseConnection, Message as WsMessage, Ping, TextMessage
+from wsproto.events import CloseConnection, Ping, TextMessage
+from wsproto.events import Message as WsMessage
 
 from rushhour._core import Engine, RushhourError
 from rushhour.config import Config
@@ -102,7 +103,9 @@ class Broker:
 
         self.engine = engine if engine is not None else engine_for(config or Config())
 
-    def publish(self, tenant: str, room: str, body: Any, *, sender: str = "server", cid: str | None = None) -> Published:
+    def publish(
+        self, tenant: str, room: str, body: Any, *, sender: str = "server", cid: str | None = None
+    ) -> Published:
         """Stores a message and delivers it to the room's subscribers.
 
         Args:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -9,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from conftest import ServerProcess, start_server
 from wsutil import RawClient, frame, hello, recv_op, request, text, ws_connect
 
@@ -37,7 +39,9 @@ def raw_session(server: ServerProcess, tenant: str, user: str = "raw") -> RawCli
         pytest.param(frame(8, struct.pack("!H", 1005)), 1002, id="reserved-close-code"),
     ],
 )
-def test_protocol_violations_close_with_the_rfc_code(server: ServerProcess, tenant: str, data: bytes, code: int) -> None:
+def test_protocol_violations_close_with_the_rfc_code(
+    server: ServerProcess, tenant: str, data: bytes, code: int
+) -> None:
     client = raw_session(server, tenant)
     try:
         client.send(data)
@@ -83,10 +87,8 @@ def test_garbage_flood_harms_no_one_else(server: ServerProcess, tenant: str) -> 
         garbage = b"".join(frame(1, b"garbage %d" % i) for i in range(10_000))
 
         def flood() -> None:
-            try:
+            with contextlib.suppress(OSError):  # closed by the server mid-flood, as it should be
                 flooder.send(garbage)
-            except OSError:
-                pass  # closed by the server mid-flood, as it should be
 
         thread = threading.Thread(target=flood)
         thread.start()

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from conftest import ServerProcess, start_server
 from wsutil import hello, recv_op, request, ws_connect
 
@@ -33,15 +34,23 @@ def test_empty_room_subscribe_reply(alice: object) -> None:
     reply = request(alice, {"op": "subscribe", "id": 1, "room": "general"})  # type: ignore[arg-type]
     assert list(reply)[:3] == ["op", "id", "ok"]
     assert reply == {
-        "op": "reply", "id": 1, "ok": True, "room": "general",
-        "last_seq": 0, "first_seq": 1, "read_seq": 0, "delivered_seq": 0,
+        "op": "reply",
+        "id": 1,
+        "ok": True,
+        "room": "general",
+        "last_seq": 0,
+        "first_seq": 1,
+        "read_seq": 0,
+        "delivered_seq": 0,
     }
 
 
 def test_send_push_and_reply(alice: object, bob: object) -> None:
     assert request(bob, {"op": "subscribe", "id": 1, "room": "general"})["ok"]  # type: ignore[arg-type]
     assert request(alice, {"op": "subscribe", "id": 1, "room": "general"})["ok"]  # type: ignore[arg-type]
-    alice.send(json.dumps({"op": "send", "id": 5, "room": "general", "cid": "c-1", "body": {"text": "hi", "n": [1, 2]}}))  # type: ignore[attr-defined]
+    alice.send(
+        json.dumps({"op": "send", "id": 5, "room": "general", "cid": "c-1", "body": {"text": "hi", "n": [1, 2]}})
+    )  # type: ignore[attr-defined]
     # The sender gets both the reply and the push (its own connections are subscribers too).
     frames = [alice.recv(timeout=10), alice.recv(timeout=10)]  # type: ignore[attr-defined]
     reply = next(json.loads(f) for f in frames if '"op":"reply"' in f)
@@ -50,8 +59,13 @@ def test_send_push_and_reply(alice: object, bob: object) -> None:
     for raw in (next(f for f in frames if '"op":"msg"' in f), bob.recv(timeout=10)):  # type: ignore[attr-defined]
         msg = json.loads(raw)
         assert msg == {
-            "op": "msg", "room": "general", "seq": 1, "from": "alice", "cid": "c-1",
-            "ts": reply["ts"], "body": {"text": "hi", "n": [1, 2]},
+            "op": "msg",
+            "room": "general",
+            "seq": 1,
+            "from": "alice",
+            "cid": "c-1",
+            "ts": reply["ts"],
+            "body": {"text": "hi", "n": [1, 2]},
         }
         # op first, body last, and the body is the sender's JSON text, not re-encoded.
         assert raw.startswith('{"op":"msg"') and raw.endswith(',"body":{"text": "hi", "n": [1, 2]}}')
@@ -101,8 +115,13 @@ def test_history_pages_ascending(alice: object) -> None:
     page = request(alice, {"op": "history", "id": 1, "room": "hist", "limit": 5})  # type: ignore[arg-type]
     assert [m["seq"] for m in page["messages"]] == [16, 17, 18, 19, 20]
     assert page["messages"][0] == {
-        "op": "msg", "room": "hist", "seq": 16, "from": "alice", "cid": "c16",
-        "ts": page["messages"][0]["ts"], "body": {"i": 16},
+        "op": "msg",
+        "room": "hist",
+        "seq": 16,
+        "from": "alice",
+        "cid": "c16",
+        "ts": page["messages"][0]["ts"],
+        "body": {"i": 16},
     }
     older = request(alice, {"op": "history", "id": 2, "room": "hist", "before": 16, "limit": 5})  # type: ignore[arg-type]
     assert [m["seq"] for m in older["messages"]] == [11, 12, 13, 14, 15]

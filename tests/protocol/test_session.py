@@ -7,8 +7,9 @@ import time
 
 import jwt
 import pytest
-from conftest import ServerProcess
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from conftest import ServerProcess
 from wsutil import hello, request, ws_connect
 
 
@@ -68,11 +69,15 @@ def _unsigned(payload: dict[str, object]) -> str:
     [
         pytest.param(lambda s, t: _unsigned({"sub": "m", "tenant": t, "exp": int(time.time()) + 600}), id="alg-none"),
         pytest.param(
-            lambda s, t: jwt.encode({"sub": "m", "tenant": t, "exp": int(time.time()) + 600}, s.secret, algorithm="HS512"),
+            lambda s, t: jwt.encode(
+                {"sub": "m", "tenant": t, "exp": int(time.time()) + 600}, s.secret, algorithm="HS512"
+            ),
             id="other-algorithm",
         ),
         pytest.param(
-            lambda s, t: jwt.encode({"sub": "m", "tenant": t, "exp": int(time.time()) + 600}, "x" * 40, algorithm="HS256"),
+            lambda s, t: jwt.encode(
+                {"sub": "m", "tenant": t, "exp": int(time.time()) + 600}, "x" * 40, algorithm="HS256"
+            ),
             id="wrong-key",
         ),
         pytest.param(lambda s, t: _token(s, t, exp=int(time.time()) - 10), id="expired"),

@@ -121,7 +121,9 @@ class Connection:
         metrics = self.app.metrics
         try:
             claims = auth.verify(frame.get("token"), self.app.config.signing_secret)
-            self.app.engine.open_session(self.conn, claims.tenant, claims.user, list(claims.rooms) if claims.rooms is not None else None)
+            self.app.engine.open_session(
+                self.conn, claims.tenant, claims.user, list(claims.rooms) if claims.rooms is not None else None
+            )
         except (auth.InvalidToken, RushhourError) as e:
             metrics.hellos.labels("unauthorized").inc()
             self.close(CLOSE_UNAUTHORIZED, f"unauthorized: {e.args[0]}"[:120])

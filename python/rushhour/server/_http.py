@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -145,10 +146,8 @@ class HttpConnection:
 
     async def _send_bad_request(self, e: h11.RemoteProtocolError) -> None:
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            try:
+            with contextlib.suppress(h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
                 await self._respond(_error(e.error_status_hint, "bad_request", str(e)), "invalid")
-            except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
 
     # -- routing --------------------------------------------------------------------
 
@@ -185,9 +184,10 @@ class HttpConnection:
         if not isinstance(payload, dict):
             return _error(400, "bad_request", "body must be a JSON object")
         fields = [payload.get(k) for k in ("tenant", "room", "from", "cid")]
-        if not all(isinstance(v, str) for v in fields) or "body" not in payload:
+        strings = [v for v in fields if isinstance(v, str)]
+        if len(strings) != 4 or "body" not in payload:
             return _error(400, "bad_request", "tenant, room, from, cid (strings) and body are required")
-        tenant, room, sender, cid = fields
+        tenant, room, sender, cid = strings
         try:
             seq, _ts, duplicate = self.app.engine.publish(
                 tenant, room, sender, cid, json.dumps(payload["body"], separators=(",", ":"))

@@ -37,8 +37,9 @@ class SessionRegistry:
         Returns:
             (token, resumed, fenced connection or None).
         """
-        if isinstance(resume, str) and (record := self._records.get(resume)) is not None:
-            if record.tenant == tenant and record.user == user:
+        if isinstance(resume, str):
+            record = self._records.get(resume)
+            if record is not None and (record.tenant, record.user) == (tenant, user):
                 fenced = record.conn if record.conn != conn else None
                 record.conn = conn
                 self._records.move_to_end(resume)
