@@ -21,7 +21,8 @@ from rushhour._core import (
     UnauthorizedError,
     __version__,
 )
-from rushhour.broker import Broker, Message, Published, Subscription
+from rushhour.broker import Broker, Published, Subscription
+from rushhour.client._events import Message
 from rushhour.config import Config
 from rushhour.server import ServerInfo, serve
 

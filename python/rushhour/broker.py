@@ -22,6 +22,7 @@ from wsproto.events import CloseConnection, Ping, TextMessage
 from wsproto.events import Message as WsMessage
 
 from rushhour._core import Engine, RushhourError
+from rushhour.client._events import Message
 from rushhour.config import Config
 
 
@@ -32,22 +33,6 @@ class Published:
     seq: int
     ts: int
     duplicate: bool
-
-
-@dataclass(frozen=True)
-class Message:
-    """A message of a room."""
-
-    room: str
-    seq: int
-    sender: str
-    cid: str
-    ts: int
-    body: Any
-
-    @classmethod
-    def from_json(cls, frame: dict[str, Any]) -> Message:
-        return cls(frame["room"], frame["seq"], frame["from"], frame["cid"], frame["ts"], frame["body"])
 
 
 class Subscription:
@@ -75,7 +60,7 @@ class Subscription:
                         frame = json.loads("".join(self._text))
                         self._text.clear()
                         if frame.get("op") == "msg":
-                            self._pending.append(Message.from_json(frame))
+                            self._pending.append(Message.from_frame(frame))
                         elif frame.get("op") == "error":
                             raise RushhourError(frame.get("message"))
                 elif isinstance(event, Ping):
@@ -126,7 +111,7 @@ class Broker:
 
     def history(self, tenant: str, room: str, *, before: int | None = None, limit: int = 50) -> list[Message]:
         """The room's messages before `before` (default: the newest), ascending."""
-        return [Message.from_json(json.loads(m)) for m in self.engine.history(tenant, room, before, limit)]
+        return [Message.from_frame(json.loads(m)) for m in self.engine.history(tenant, room, before, limit)]
 
     @asynccontextmanager
     async def subscribe(
