@@ -18,7 +18,7 @@ use crate::frames;
 use crate::ids::ConnId;
 use crate::inbound::{ClientFrame, ParseError};
 use crate::limits::{Limits, TokenBucket};
-use crate::outbound::{Outbound, State};
+use crate::outbound::Outbound;
 use crate::room::Rooms;
 use crate::store::MessageStore;
 
@@ -356,12 +356,5 @@ impl Broker {
             .map(|c| c.out.lock().bytes() as u64)
             .sum();
         s
-    }
-
-    /// Whether a connection's output is finished (closed, or never opened).
-    pub fn is_closed(&self, conn: ConnId) -> bool {
-        self.conns
-            .get(&conn)
-            .is_none_or(|c| c.out.lock().state() == State::Closed)
     }
 }

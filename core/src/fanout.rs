@@ -62,11 +62,6 @@ impl Outbox {
         }
     }
 
-    /// The call's monotonic time.
-    pub fn now_ms(&self) -> u64 {
-        self.now_ms
-    }
-
     /// Deadline for a close started now.
     pub fn close_deadline(&self) -> u64 {
         self.now_ms + self.close_timeout_ms

@@ -97,11 +97,6 @@ impl Queue {
         Push::Queued
     }
 
-    /// Room left before the limit, in bytes of frame payload (overhead included).
-    pub fn room_left(&self) -> usize {
-        self.limit.saturating_sub(self.bytes)
-    }
-
     /// Whether the queue is under half full: time to queue the next replay batch.
     pub fn below_low_water(&self) -> bool {
         self.bytes < self.limit / 2

@@ -131,11 +131,6 @@ impl Writer {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-
-    /// Sockets attached now.
-    pub fn attached(&self) -> usize {
-        lock(&self.shared.conns).len()
-    }
 }
 
 impl Drop for Writer {

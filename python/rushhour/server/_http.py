@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,12 @@ _STATUS_OF_CODE = {
 class _Response:
     def __init__(self, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
         self.status, self.body, self.content_type = status, body, content_type
+
+
+@functools.cache
+def _web_page() -> bytes:
+    """The web client, read from the package once."""
+    return resources.files("rushhour.web").joinpath("index.html").read_bytes()
 
 
 def _json(status: int, payload: object) -> _Response:
@@ -166,8 +173,7 @@ class HttpConnection:
         if path == b"/api/v1/dev-token" and method == b"POST" and app.config.dev:
             return "dev-token", self._dev_token(body)
         if path in (b"/", b"/index.html") and method == b"GET":
-            page = resources.files("rushhour.web").joinpath("index.html").read_bytes()
-            return "web", _Response(200, page, b"text/html; charset=utf-8")
+            return "web", _Response(200, _web_page(), b"text/html; charset=utf-8")
         if path in (b"/ws", b"/ws/echo"):
             return "ws", _error(426, "bad_request", "WebSocket upgrade required")
         return "not_found", _error(404, "not_found", "no such endpoint")
