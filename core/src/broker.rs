@@ -18,7 +18,9 @@ use crate::frames;
 use crate::ids::ConnId;
 use crate::inbound::{ClientFrame, ParseError};
 use crate::limits::{Limits, TokenBucket};
+use crate::log::Lsn;
 use crate::outbound::Outbound;
+use crate::pending::Waiting;
 use crate::room::Rooms;
 use crate::store::MessageStore;
 
@@ -69,19 +71,33 @@ pub struct Broker {
     pub(crate) conns: HashMap<ConnId, Conn>,
     pub(crate) store: Box<dyn MessageStore>,
     pub(crate) stats: Stats,
+    /// Effects waiting for the log, in log order.
+    pub(crate) waiting: std::collections::VecDeque<Waiting>,
+    /// The newest log position written.
+    pub(crate) last_lsn: Lsn,
     next_conn: u64,
     ping: Bytes,
 }
 
 impl Broker {
-    /// A broker with no connections over `store`.
-    pub fn new(limits: Limits, store: Box<dyn MessageStore>) -> Self {
+    /// A broker with no connections over `store`, with the rooms the store recovered.
+    pub fn new(limits: Limits, mut store: Box<dyn MessageStore>) -> Self {
+        let mut rooms = Rooms::default();
+        for recovered in store.recovered() {
+            let id = rooms.intern(&recovered.tenant, &recovered.name);
+            let room = rooms.get_mut(id);
+            room.last_seq = recovered.last_seq;
+            room.appended = recovered.last_seq;
+            room.members.extend(recovered.members);
+        }
         Broker {
             limits,
-            rooms: Rooms::default(),
+            rooms,
             conns: HashMap::new(),
             store,
             stats: Stats::default(),
+            waiting: std::collections::VecDeque::new(),
+            last_lsn: 0,
             next_conn: 1,
             ping: encode_frame(Opcode::Ping, b""),
         }
@@ -105,6 +121,7 @@ impl Broker {
             session: None,
             subs: HashMap::new(),
             bad_frames: 0,
+            inflight: 0,
             last_recv_ms: now.mono_ms,
             closing: None,
         };
@@ -332,6 +349,9 @@ impl Broker {
         }
         for id in &idle {
             self.close(*id, close_code::NORMAL, "idle timeout", true, ob);
+        }
+        if let Err(e) = self.store.maintain(now.wall_ms) {
+            eprintln!("rushhour: log upkeep: {e}");
         }
         self.reap_overflowed(ob);
         idle

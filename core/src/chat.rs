@@ -15,12 +15,16 @@ use crate::fanout::Outbox;
 use crate::frames::{self, JsonFrame};
 use crate::ids::{is_valid_id, ConnId, RoomId, Seq};
 use crate::inbound::ClientFrame;
+use crate::log::Lsn;
+use crate::pending::{Effect, Waiting};
 use crate::store::StoredMessage;
 
 /// Messages read from the store per replay step.
 const REPLAY_BATCH: u64 = 256;
 /// Longest `cid` accepted.
 const MAX_CID_LEN: usize = 128;
+/// `retry_after_ms` for a send over the in-flight limit: about one group commit.
+const INFLIGHT_RETRY_MS: u64 = 5;
 /// `history` page size when `limit` is omitted (protocol example: 50).
 const DEFAULT_HISTORY_LIMIT: u64 = 50;
 
@@ -77,6 +81,13 @@ impl Broker {
             .conns
             .get_mut(&conn)
             .ok_or(Error::NotFound("no such connection".into()))?;
+        // Only requests with an `id` await a reply; the send rate bounds the others.
+        if id.is_some() && c.inflight >= self.limits.max_inflight {
+            return Err(Error::RateLimited {
+                message: format!("{} sends already wait for their reply", c.inflight).into(),
+                retry_after_ms: INFLIGHT_RETRY_MS,
+            });
+        }
         if let Some(session) = c.session.as_mut() {
             session
                 .sends
@@ -86,25 +97,24 @@ impl Broker {
                     retry_after_ms,
                 })?;
         }
-        let out = c.out.clone();
-        let accepted = self.append(&tenant, &room, &user, &cid, body, now, ob)?;
-        if let Some(id) = id {
-            let reply = JsonFrame::reply(id, 48)
-                .uint("seq", accepted.seq.0)
-                .uint("ts", accepted.ts)
-                .bool("duplicate", accepted.duplicate)
-                .finish();
-            ob.push(&out, reply);
+        let (accepted, lsn) = self.append(&tenant, &room, &user, &cid, body, now)?;
+        if let (Some(c), Some(_)) = (self.conns.get_mut(&conn), id) {
+            c.inflight += 1;
         }
+        self.waiting.push_back(Waiting {
+            lsn,
+            effect: Effect::Reply { conn, id, accepted },
+        });
+        self.release(ob);
         Ok(())
     }
 
-    /// Stores a message and pushes it to the room's live subscribers, or returns the
-    /// original seq of a retried `(from, cid)`. The one path for `send` and publish.
+    /// Stores a message, to be pushed to the room's live subscribers once durable, or
+    /// finds the original seq of a retried `(from, cid)`. Returns the log position an
+    /// acknowledgement must wait for. The one path for `send` and publish.
     ///
     /// # Errors
     /// `bad_request` / `too_large` for invalid input, `internal` when the store fails.
-    #[allow(clippy::too_many_arguments)]
     pub fn append(
         &mut self,
         tenant: &Arc<str>,
@@ -113,8 +123,7 @@ impl Broker {
         cid: &str,
         body: &str,
         now: Now,
-        ob: &mut Outbox,
-    ) -> Result<Accepted> {
+    ) -> Result<(Accepted, Lsn)> {
         if cid.is_empty() || cid.len() > MAX_CID_LEN {
             return Err(Error::bad_request("\"cid\" must be 1-128 bytes"));
         }
@@ -125,36 +134,57 @@ impl Broker {
         }
         let room_id = self.rooms.intern(tenant, room);
         if let Some((seq, ts)) = self.store.find_cid(room_id, from, cid) {
-            return Ok(Accepted {
+            // The original may still be on its way to the disk: wait for all written.
+            let accepted = Accepted {
                 seq,
                 ts,
                 duplicate: true,
-            });
+            };
+            return Ok((accepted, self.last_lsn));
         }
         let r = self.rooms.get_mut(room_id);
-        let seq = r.last_seq.next();
+        let seq = r.appended.next();
         let ts = now.wall_ms;
         let frame = frames::msg(room, seq, from, cid, ts, body);
-        self.store.append(StoredMessage {
+        let stored = StoredMessage {
             room: room_id,
             seq,
             ts,
             from: from.clone(),
             cid: cid.into(),
             frame: frame.clone(),
-        })?;
-        r.last_seq = seq;
-        if !r.members.contains(from) {
-            r.members.insert(from.clone());
-        }
-        ob.fan_out(r.live(), &frame);
+        };
+        let (tenant, name) = (r.tenant.clone(), r.name.clone());
+        let lsn = self.store.append(stored, &tenant, &name, body)?;
+        r.appended = seq;
+        self.last_lsn = lsn;
+        self.waiting.push_back(Waiting {
+            lsn,
+            effect: Effect::Message {
+                room: room_id,
+                seq,
+                frame,
+            },
+        });
+        self.join(room_id, from);
         self.stats.messages += 1;
-        self.reap_overflowed(ob);
-        Ok(Accepted {
+        let accepted = Accepted {
             seq,
             ts,
             duplicate: false,
-        })
+        };
+        Ok((accepted, lsn))
+    }
+
+    /// Makes `user` a member of the room, in the store too.
+    fn join(&mut self, room: RoomId, user: &Arc<str>) {
+        let r = self.rooms.get_mut(room);
+        if r.members.insert(user.clone()) {
+            // A failed store is reported by the writes that need it; reads go on.
+            if let Ok(lsn) = self.store.member(room, &r.tenant, &r.name, user, true) {
+                self.last_lsn = lsn;
+            }
+        }
     }
 
     pub(crate) fn handle_subscribe(
@@ -179,9 +209,9 @@ impl Broker {
             )));
         }
         let out = c.out.clone();
+        self.join(room_id, &user);
         let r = self.rooms.get_mut(room_id);
         r.remove_live(conn);
-        r.members.insert(user);
         let last = r.last_seq;
         let first = self.store.first_seq(room_id, last);
         let start = since.map_or(last.next(), |s| s.next().max(first));
@@ -193,7 +223,9 @@ impl Broker {
         if state == Subscription::Live {
             r.add_live(&out);
         }
-        c.subs.insert(room_id, state);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.subs.insert(room_id, state);
+        }
         if let Some(id) = id {
             let mut reply = JsonFrame::reply(id, 128)
                 .str("room", &room)
@@ -295,7 +327,12 @@ impl Broker {
     ) -> Result<()> {
         match self.unsubscribe_room(conn, frame) {
             Ok((room_id, user)) => {
-                self.rooms.get_mut(room_id).members.remove(&user);
+                let r = self.rooms.get_mut(room_id);
+                if r.members.remove(&user) {
+                    if let Ok(lsn) = self.store.member(room_id, &r.tenant, &r.name, &user, false) {
+                        self.last_lsn = lsn;
+                    }
+                }
             }
             Err(e) if e.code() == "not_found" => {}
             Err(e) => return Err(e),
@@ -364,11 +401,11 @@ impl Broker {
         messages
     }
 
-    /// Server-side publish (HTTP API, embedding): the same guarantees as `send`.
+    /// Server-side publish (HTTP API, embedding): the same guarantees as `send` once the
+    /// returned log position is durable.
     ///
     /// # Errors
     /// `bad_request` for invalid ids, `too_large` for a big body, `internal` on storage failure.
-    #[allow(clippy::too_many_arguments)]
     pub fn publish(
         &mut self,
         tenant: &str,
@@ -377,8 +414,7 @@ impl Broker {
         cid: &str,
         body: &str,
         now: Now,
-        ob: &mut Outbox,
-    ) -> Result<Accepted> {
+    ) -> Result<(Accepted, Lsn)> {
         if !is_valid_id(tenant) || !is_valid_id(room) || !is_valid_id(from) {
             return Err(Error::bad_request(
                 "tenant, room and from must be 1-128 chars of [A-Za-z0-9_.:@/-]",
@@ -387,14 +423,6 @@ impl Broker {
         if serde_json::from_str::<serde::de::IgnoredAny>(body).is_err() {
             return Err(Error::bad_request("body must be JSON"));
         }
-        self.append(
-            &Arc::from(tenant),
-            room,
-            &Arc::from(from),
-            cid,
-            body,
-            now,
-            ob,
-        )
+        self.append(&Arc::from(tenant), room, &Arc::from(from), cid, body, now)
     }
 }

@@ -99,6 +99,8 @@ pub struct Conn {
     pub subs: HashMap<RoomId, Subscription>,
     /// Non-JSON or binary frames received so far.
     pub bad_frames: u32,
+    /// Sends waiting for the log before their reply.
+    pub inflight: usize,
     /// When a byte last arrived (monotonic ms), for the idle timeout.
     pub last_recv_ms: u64,
     /// The close code once closing; no more input is processed.

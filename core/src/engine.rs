@@ -19,10 +19,13 @@ use crate::outbound::State;
 use crate::store::MessageStore;
 use crate::writer::Writer;
 
+/// Longest an HTTP publish waits for the log before it is answered `internal`.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A running broker with its socket writer.
 pub struct Engine {
     broker: Arc<Mutex<Broker>>,
-    writer: Writer,
+    writer: Arc<Writer>,
     clock: Clock,
     close_timeout_ms: u64,
 }
@@ -39,9 +42,10 @@ impl Engine {
     pub fn new(limits: Limits, store: Box<dyn MessageStore>) -> io::Result<Engine> {
         let clock = Clock::default();
         let close_timeout_ms = limits.close_timeout_ms;
+        let durability = store.durability().clone();
         let broker = Arc::new(Mutex::new(Broker::new(limits, store)));
         let weak = Arc::downgrade(&broker);
-        let writer = Writer::spawn(
+        let writer = Arc::new(Writer::spawn(
             clock,
             Box::new(move |conn| {
                 let Some(broker) = weak.upgrade() else {
@@ -51,7 +55,22 @@ impl Engine {
                 lock(&broker).refill(conn, &mut ob);
                 ob.ready
             }),
-        )?;
+        )?);
+        // After each group commit: release the replies and fan-out it made durable.
+        let (weak_broker, weak_writer) = (Arc::downgrade(&broker), Arc::downgrade(&writer));
+        durability.on_durable(Box::new(move || {
+            let (Some(broker), Some(writer)) = (weak_broker.upgrade(), weak_writer.upgrade())
+            else {
+                return;
+            };
+            let mut ob = Outbox::new(clock.mono_ms(), close_timeout_ms);
+            {
+                let mut b = lock(&broker);
+                b.release(&mut ob);
+                b.reap_overflowed(&mut ob);
+            }
+            writer.schedule(ob.ready);
+        }));
         Ok(Engine {
             broker,
             writer,
@@ -67,6 +86,7 @@ impl Engine {
         let result = {
             let mut broker = lock(&self.broker);
             let result = f(&mut broker, now, &mut ob);
+            broker.release(&mut ob);
             broker.reap_overflowed(&mut ob);
             result
         };
@@ -153,10 +173,10 @@ impl Engine {
         }
     }
 
-    /// Server-side publish; see [`Broker::publish`].
+    /// Server-side publish; see [`Broker::publish`]. Returns once the message is durable.
     ///
     /// # Errors
-    /// As [`Broker::publish`].
+    /// As [`Broker::publish`]; `internal` when the log fails before the message is durable.
     pub fn publish(
         &self,
         tenant: &str,
@@ -165,7 +185,19 @@ impl Engine {
         cid: &str,
         body: &str,
     ) -> Result<Accepted> {
-        self.with(|b, now, ob| b.publish(tenant, room, from, cid, body, now, ob))
+        let (accepted, lsn, durability) = self.with(|b, now, _| {
+            let (accepted, lsn) = b.publish(tenant, room, from, cid, body, now)?;
+            Ok::<_, Error>((accepted, lsn, b.store.durability().clone()))
+        })?;
+        durability.wait(lsn, PUBLISH_TIMEOUT).map_err(|reason| {
+            Error::Internal(format!("not stored: the log is not taking writes ({reason})").into())
+        })?;
+        Ok(accepted)
+    }
+
+    /// Why the log stopped taking writes, if it did (reads go on).
+    pub fn store_failure(&self) -> Option<String> {
+        lock(&self.broker).store_failure()
     }
 
     /// Up to `limit` messages of a room before `before`, as `msg` JSON texts, ascending.

@@ -11,7 +11,8 @@
 //! - [`broker`]: connection lifecycle and dispatch; [`chat`]: the room operations.
 //! - [`room`], [`conn`]: rooms with their live subscribers; connections with sessions.
 //! - [`fanout`], [`outbound`]: shared frames into bounded per-connection queues.
-//! - [`store`]: the message store interface and its in-memory implementation.
+//! - [`store`]: the message store interface and its in-memory implementation;
+//!   [`log`]: the durable implementation (segments, group commit, recovery).
 //! - [`limits`]: configurable limits and token buckets.
 //! - [`writer`], [`clock`]: the I/O driver (the only socket writer) and the only clock.
 //! - [`engine`]: broker + writer + clock behind one handle, for the binding.
@@ -28,7 +29,9 @@ pub mod frames;
 pub mod ids;
 pub mod inbound;
 pub mod limits;
+pub mod log;
 pub mod outbound;
+pub mod pending;
 pub mod room;
 pub mod store;
 pub mod writer;
@@ -40,7 +43,8 @@ pub use engine::Engine;
 pub use error::{Error, Result};
 pub use ids::{ConnId, RoomId, Seq};
 pub use limits::Limits;
-pub use store::{MemoryStore, MessageStore, StoredMessage};
+pub use log::{FsyncPolicy, Log, LogOptions, RecoveryError};
+pub use store::{MemoryStore, MessageStore, RecoveredRoom, StoredMessage};
 
 /// The crate's version, for `rushhour.__version__`.
 pub fn version() -> &'static str {

@@ -13,8 +13,10 @@ pub struct Room {
     pub tenant: Arc<str>,
     /// The room id as clients name it.
     pub name: Arc<str>,
-    /// Seq of the newest message; 0 for an empty room.
+    /// Seq of the newest durable message, the one clients see; 0 for an empty room.
     pub last_seq: Seq,
+    /// Seq of the newest message handed to the store (durable or on its way).
+    pub appended: Seq,
     /// Users who subscribed or sent and have not left.
     pub members: HashSet<Arc<str>>,
     /// Queues of the connections that get new messages pushed as they happen. A vector,
@@ -30,6 +32,7 @@ impl Room {
             tenant,
             name,
             last_seq: Seq(0),
+            appended: Seq(0),
             members: HashSet::new(),
             live: Vec::new(),
             positions: HashMap::new(),

@@ -2,7 +2,7 @@
 //!
 //! The broker assigns seqs and encodes each `msg` frame once; the store keeps those
 //! frames so that `since` replay and `history` serve the very bytes live subscribers got.
-//! The durable log implements the same trait.
+//! The durable log ([`crate::log::Log`]) implements the same trait.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -11,6 +11,20 @@ use bytes::Bytes;
 
 use crate::error::Result;
 use crate::ids::{RoomId, Seq};
+use crate::log::{Durability, Lsn};
+
+/// A room found in the store at start.
+#[derive(Clone, Debug)]
+pub struct RecoveredRoom {
+    /// Owning tenant.
+    pub tenant: Arc<str>,
+    /// The room id as clients name it.
+    pub name: Arc<str>,
+    /// Seq of its newest message.
+    pub last_seq: Seq,
+    /// Its members.
+    pub members: Vec<Arc<str>>,
+}
 
 /// One message as stored: its identity and the encoded `msg` frame.
 #[derive(Clone, Debug)]
@@ -43,12 +57,41 @@ impl StoredMessage {
 }
 
 /// Where messages live. Implementations bound their memory by retention.
+///
+/// Writes return a log position; their effects (fan-out, replies) wait until
+/// [`MessageStore::durability`] reaches it. Rooms are identified by the broker's dense
+/// [`RoomId`]s; writes also pass the room's names, for stores that persist them.
 pub trait MessageStore: Send {
+    /// The rooms found at start, to be interned in this order (the i-th is `RoomId(i)`).
+    /// Taken once.
+    fn recovered(&mut self) -> Vec<RecoveredRoom> {
+        Vec::new()
+    }
+
     /// Stores a message. Seqs of a room arrive in order with no gaps.
     ///
     /// # Errors
     /// `Internal` when the message cannot be stored; nothing is then acknowledged.
-    fn append(&mut self, msg: StoredMessage) -> Result<()>;
+    fn append(
+        &mut self,
+        msg: StoredMessage,
+        tenant: &Arc<str>,
+        name: &Arc<str>,
+        body: &str,
+    ) -> Result<Lsn>;
+
+    /// Records that `user` joined (`true`) or left a room.
+    ///
+    /// # Errors
+    /// `Internal` when the store cannot write.
+    fn member(
+        &mut self,
+        room: RoomId,
+        tenant: &Arc<str>,
+        name: &Arc<str>,
+        user: &str,
+        joined: bool,
+    ) -> Result<Lsn>;
 
     /// Messages of `room` with `from <= seq <= to`, ascending; those no longer retained
     /// are skipped. Callers keep `to - from` small (a page or a replay batch).
@@ -59,6 +102,17 @@ pub trait MessageStore: Send {
 
     /// The seq and ts of the retained message `(room, from, cid)`, for idempotent sends.
     fn find_cid(&self, room: RoomId, from: &str, cid: &str) -> Option<(Seq, u64)>;
+
+    /// The durable position writes wait for, and the store's failure if it has one.
+    fn durability(&self) -> &Arc<Durability>;
+
+    /// Periodic upkeep: retention by age, removal of dead files.
+    ///
+    /// # Errors
+    /// `Internal` when the store cannot write.
+    fn maintain(&mut self, _now_wall_ms: u64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Keeps the newest `retention` messages of each room in memory.
@@ -66,6 +120,8 @@ pub trait MessageStore: Send {
 pub struct MemoryStore {
     retention: usize,
     rooms: HashMap<RoomId, RoomLog>,
+    written: Lsn,
+    durability: Arc<Durability>,
 }
 
 #[derive(Debug, Default)]
@@ -82,12 +138,29 @@ impl MemoryStore {
         MemoryStore {
             retention: retention.max(1),
             rooms: HashMap::new(),
+            written: 0,
+            durability: Arc::default(),
         }
     }
 }
 
+impl MemoryStore {
+    /// Every write is "durable" at once: the position moves without a commit thread.
+    fn written(&mut self) -> Lsn {
+        self.written += 1;
+        self.durability.reached(self.written);
+        self.written
+    }
+}
+
 impl MessageStore for MemoryStore {
-    fn append(&mut self, msg: StoredMessage) -> Result<()> {
+    fn append(
+        &mut self,
+        msg: StoredMessage,
+        _tenant: &Arc<str>,
+        _name: &Arc<str>,
+        _body: &str,
+    ) -> Result<Lsn> {
         let log = self.rooms.entry(msg.room).or_default();
         if let Some(last) = log.messages.back() {
             debug_assert_eq!(last.seq.next(), msg.seq, "seqs arrive in order");
@@ -100,7 +173,18 @@ impl MessageStore for MemoryStore {
                 log.cids.remove(&(old.from, old.cid));
             }
         }
-        Ok(())
+        Ok(self.written())
+    }
+
+    fn member(
+        &mut self,
+        _room: RoomId,
+        _tenant: &Arc<str>,
+        _name: &Arc<str>,
+        _user: &str,
+        _joined: bool,
+    ) -> Result<Lsn> {
+        Ok(self.written())
     }
 
     fn range(&self, room: RoomId, from: Seq, to: Seq) -> Vec<StoredMessage> {
@@ -129,6 +213,10 @@ impl MessageStore for MemoryStore {
         let log = self.rooms.get(&room)?;
         log.cids.get(&(Arc::from(from), Arc::from(cid))).copied()
     }
+
+    fn durability(&self) -> &Arc<Durability> {
+        &self.durability
+    }
 }
 
 #[cfg(test)]
@@ -150,11 +238,16 @@ mod tests {
         }
     }
 
+    fn append(s: &mut MemoryStore, m: StoredMessage) {
+        let name: Arc<str> = "general".into();
+        s.append(m, &name, &name, "{}").unwrap();
+    }
+
     #[test]
     fn range_and_retention() {
         let mut s = MemoryStore::new(3);
         for i in 1..=5 {
-            s.append(msg(1, i, &format!("c{i}"))).unwrap();
+            append(&mut s, msg(1, i, &format!("c{i}")));
         }
         assert_eq!(s.first_seq(RoomId(1), Seq(5)), Seq(3));
         assert_eq!(s.first_seq(RoomId(2), Seq(0)), Seq(1));
@@ -171,10 +264,10 @@ mod tests {
     #[test]
     fn dedupe_follows_retention() {
         let mut s = MemoryStore::new(2);
-        s.append(msg(1, 1, "a")).unwrap();
+        append(&mut s, msg(1, 1, "a"));
         assert_eq!(s.find_cid(RoomId(1), "alice", "a"), Some((Seq(1), 10)));
-        s.append(msg(1, 2, "b")).unwrap();
-        s.append(msg(1, 3, "c")).unwrap();
+        append(&mut s, msg(1, 2, "b"));
+        append(&mut s, msg(1, 3, "c"));
         assert_eq!(s.find_cid(RoomId(1), "alice", "a"), None);
         assert_eq!(s.find_cid(RoomId(1), "bob", "b"), None);
     }

@@ -1,5 +1,6 @@
 """Type stubs of the `rushhour._core` extension (hand-written, checked by mypy.stubtest)."""
 
+import os
 from typing import final
 
 __all__ = [
@@ -52,7 +53,15 @@ class Engine:
         max_bad_frames: int | None = None,
         close_timeout_ms: int | None = None,
         memory_retention_per_room: int | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        fsync: str = "batch",
+        repair: bool = False,
+        retention_ms: int | None = None,
+        room_max_messages: int | None = None,
+        segment_bytes: int | None = None,
     ) -> Engine: ...
+    def recovery_report(self) -> list[str]: ...
+    def store_failure(self) -> str | None: ...
     def attach(self, fd: int | None, *, echo: bool = False) -> int: ...
     def feed(self, conn: int, data: bytes) -> str | int | None: ...
     def open_session(self, conn: int, tenant: str, user: str, rooms: list[str] | None = None) -> None: ...

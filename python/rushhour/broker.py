@@ -86,12 +86,13 @@ class Broker:
     def __init__(self, config: Config | None = None, *, engine: Engine | None = None) -> None:
         from rushhour.server._app import engine_for
 
-        self.engine = engine if engine is not None else engine_for(config or Config())
+        self.engine = engine if engine is not None else engine_for(config or Config(data_dir=None))
 
     def publish(
         self, tenant: str, room: str, body: Any, *, sender: str = "server", cid: str | None = None
     ) -> Published:
-        """Stores a message and delivers it to the room's subscribers.
+        """Stores a message and delivers it to the room's subscribers; returns once the
+        message is durable (blocking: from async code, call it in a thread).
 
         Args:
             tenant: Tenant of the room.

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 FSYNC_POLICIES = ("always", "batch", "never")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 #: Smallest outbound queue: room for a few of the largest messages (64 KiB bodies).
 MIN_QUEUE_BYTES = 256 << 10
 
@@ -21,13 +22,18 @@ class Config:
     Attributes:
         host: Address to listen on.
         port: TCP port; 0 picks any free port.
-        data_dir: Folder of the server's data.
+        data_dir: Folder of the durable log; None keeps messages in memory only (embedding, tests).
         secret: HS256 key of session tokens; None generates a random one per start.
         api_key: Bearer key of `POST /api/v1/publish`; None disables the endpoint.
         dev: Enables `POST /api/v1/dev-token` and `/ws/echo`.
         allowed_origins: Browser origins allowed at the handshake; empty allows all.
         max_queue_bytes: Outbound bytes queued per connection before close 4008.
         fsync: Log fsync policy (`always`, `batch`, `never`).
+        repair: Start even if a sealed log segment is damaged, cutting it at the damage.
+        retention: Age after which messages are dropped (`30d`, `12h`, `45m`, `90s` or
+            seconds); `0` keeps them until `room_max_messages`.
+        room_max_messages: Messages retained per room; older ones are dropped.
+        segment_bytes: Size at which a log segment is sealed and a new one started.
         seat_grace_ms: How long a dropped meeting participant's seat is held.
         receipt_interval_ms: Coalescing interval of receipt and presence pushes.
         receipt_push_max_members: Largest room that gets receipt and presence pushes.
@@ -40,18 +46,23 @@ class Config:
         send_rate: Sends per second per connection.
         send_burst: Send burst per connection.
         max_bad_frames: Non-JSON or binary frames tolerated per connection.
-        memory_retention: Messages kept per room in memory.
+        memory_retention: Newest messages kept per room in memory for replay; older ones
+            are read from the log on disk.
     """
 
     host: str = "127.0.0.1"
     port: int = 8765
-    data_dir: Path = Path("rushhour-data")
+    data_dir: Path | None = Path("rushhour-data")
     secret: str | None = None
     api_key: str | None = None
     dev: bool = False
     allowed_origins: tuple[str, ...] = ()
     max_queue_bytes: int = 4 << 20
     fsync: str = "batch"
+    repair: bool = False
+    retention: str = "0"
+    room_max_messages: int = 1_000_000
+    segment_bytes: int = 64 << 20
     seat_grace_ms: int = 60_000
     receipt_interval_ms: int = 250
     receipt_push_max_members: int = 256
@@ -64,7 +75,7 @@ class Config:
     send_rate: float = 5_000.0
     send_burst: float = 10_000.0
     max_bad_frames: int = 10
-    memory_retention: int = 100_000
+    memory_retention: int = 10_000
     _generated_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
     def __post_init__(self) -> None:
@@ -74,6 +85,23 @@ class Config:
             raise ValueError("port must be 0-65535")
         if self.max_queue_bytes < MIN_QUEUE_BYTES:
             raise ValueError(f"max_queue_bytes must be at least {MIN_QUEUE_BYTES}")
+        if self.room_max_messages < 1:
+            raise ValueError("room_max_messages must be at least 1")
+        self.retention_ms  # noqa: B018 - validates the duration
+
+    @property
+    def retention_ms(self) -> int:
+        """`retention` in milliseconds; 0 when messages are kept regardless of age."""
+        text = self.retention.strip().lower()
+        unit = _DURATION_UNITS.get(text[-1:], 0)
+        number = text[:-1] if unit else text
+        try:
+            value = float(number) * (unit or 1)
+        except ValueError:
+            raise ValueError(f"retention must be like 30d, 12h, 45m, 90s or seconds, not {self.retention!r}") from None
+        if value < 0:
+            raise ValueError("retention must not be negative")
+        return int(value * 1000)
 
     @property
     def signing_secret(self) -> str:
@@ -93,7 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         env = os.environ.get("RUSHHOUR_" + f.name.upper())
         kwargs: dict[str, Any] = {"dest": f.name, "help": f"(env RUSHHOUR_{f.name.upper()})"}
-        if f.name == "dev":
+        if f.type in ("bool", bool):
             kwargs.update(action="store_true", default=_parse_bool(env) if env is not None else False)
         else:
             kwargs.update(default=env)
@@ -121,7 +149,7 @@ def from_namespace(ns: argparse.Namespace) -> Config:
             values[f.name] = int(raw)
         elif isinstance(default, float):
             values[f.name] = float(raw)
-        elif isinstance(default, Path):
+        elif f.name == "data_dir":
             values[f.name] = Path(raw)
         else:
             values[f.name] = raw

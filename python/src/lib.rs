@@ -8,10 +8,13 @@ mod errors;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use rushhour_core::{ConnId, ConnKind, Inbound, Limits, MemoryStore};
+use rushhour_core::{
+    ConnId, ConnKind, FsyncPolicy, Inbound, Limits, Log, LogOptions, MemoryStore, MessageStore,
+    RecoveryError,
+};
 
 use errors::CoreError;
 
@@ -19,6 +22,32 @@ use errors::CoreError;
 #[pyclass(frozen, module = "rushhour._core")]
 struct Engine {
     inner: rushhour_core::Engine,
+    recovery: Vec<String>,
+}
+
+/// Opens the durable log in `data_dir`, or an in-memory store without one.
+fn open_store(
+    data_dir: Option<std::path::PathBuf>,
+    opts: LogOptions,
+    memory_retention: usize,
+) -> PyResult<(Box<dyn MessageStore>, Vec<String>)> {
+    let Some(dir) = data_dir else {
+        return Ok((Box::new(MemoryStore::new(memory_retention)), Vec::new()));
+    };
+    let now = rushhour_core::clock::Clock::default().now().wall_ms;
+    let log = Log::open(&dir, opts, now).map_err(|e| match e {
+        RecoveryError::Io(io) => PyOSError::new_err(format!("{}: {io}", dir.display())),
+        damaged => PyRuntimeError::new_err(damaged.to_string()),
+    })?;
+    let r = log.report();
+    let mut lines = vec![format!(
+        "recovered {} records from {} segments in {}",
+        r.records,
+        r.segments,
+        dir.display()
+    )];
+    lines.extend(r.cuts.iter().cloned());
+    Ok((Box::new(log), lines))
 }
 
 #[pymethods]
@@ -26,7 +55,9 @@ impl Engine {
     #[new]
     #[pyo3(signature = (*, max_queue_bytes=None, max_frame_bytes=None, max_body_bytes=None,
         max_subscriptions=None, max_inflight=None, send_rate_per_s=None, send_burst=None,
-        max_bad_frames=None, close_timeout_ms=None, memory_retention_per_room=None))]
+        max_bad_frames=None, close_timeout_ms=None, memory_retention_per_room=None,
+        data_dir=None, fsync="batch", repair=false, retention_ms=None, room_max_messages=None,
+        segment_bytes=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         max_queue_bytes: Option<usize>,
@@ -39,6 +70,12 @@ impl Engine {
         max_bad_frames: Option<u32>,
         close_timeout_ms: Option<u64>,
         memory_retention_per_room: Option<usize>,
+        data_dir: Option<std::path::PathBuf>,
+        fsync: &str,
+        repair: bool,
+        retention_ms: Option<u64>,
+        room_max_messages: Option<u64>,
+        segment_bytes: Option<u32>,
     ) -> PyResult<Self> {
         let d = Limits::default();
         let limits = Limits {
@@ -60,10 +97,31 @@ impl Engine {
                 "max_queue_bytes must be at least 262144",
             ));
         }
-        let store = Box::new(MemoryStore::new(limits.memory_retention_per_room));
+        let d = LogOptions::default();
+        let opts = LogOptions {
+            fsync: fsync
+                .parse::<FsyncPolicy>()
+                .map_err(PyValueError::new_err)?,
+            repair,
+            segment_bytes: segment_bytes.unwrap_or(d.segment_bytes).max(4096),
+            window: limits.memory_retention_per_room,
+            max_per_room: room_max_messages.unwrap_or(d.max_per_room).max(1),
+            retention_ms: retention_ms.filter(|&ms| ms > 0),
+        };
+        let (store, recovery) = open_store(data_dir, opts, limits.memory_retention_per_room)?;
         let inner = rushhour_core::Engine::new(limits, store)
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
-        Ok(Engine { inner })
+        Ok(Engine { inner, recovery })
+    }
+
+    /// What the log's recovery read and cut at start, one line each.
+    fn recovery_report(&self) -> Vec<String> {
+        self.recovery.clone()
+    }
+
+    /// Why the log stopped taking writes, or None while it takes them.
+    fn store_failure(&self) -> Option<String> {
+        self.inner.store_failure()
     }
 
     /// Takes ownership of `fd` (a duplicate of a socket whose handshake is done) and

@@ -221,7 +221,7 @@ def test_send_rate_limit(tmp_path: Path) -> None:
 
 
 def test_subscription_limit_and_truncated_replay(tmp_path: Path) -> None:
-    srv = start_server(tmp_path, "--max-subscriptions", "2", "--memory-retention", "5")
+    srv = start_server(tmp_path, "--max-subscriptions", "2", "--room-max-messages", "5", "--memory-retention", "2")
     try:
         with ws_connect(srv.url) as ws:
             hello(ws, srv.token("alice", "acme"))

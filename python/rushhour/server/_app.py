@@ -30,6 +30,12 @@ def engine_for(config: Config) -> Engine:
         send_burst=config.send_burst,
         max_bad_frames=config.max_bad_frames,
         memory_retention_per_room=config.memory_retention,
+        data_dir=config.data_dir,
+        fsync=config.fsync,
+        repair=config.repair,
+        retention_ms=config.retention_ms,
+        room_max_messages=config.room_max_messages,
+        segment_bytes=config.segment_bytes,
     )
 
 
@@ -91,7 +97,6 @@ async def serve(
         task_status: Set by `nursery.start`.
     """
     app = App(config, engine)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
     listeners = await trio.open_tcp_listeners(config.port, host=config.host, backlog=LISTEN_BACKLOG)
     host, port = listeners[0].socket.getsockname()[:2]
     # Connections live in a shielded scope: on cancellation they are told 1001 first,

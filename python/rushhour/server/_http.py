@@ -100,7 +100,7 @@ class HttpConnection:
                 if body is None:
                     await self._respond(_error(413, "too_large", "request body over 1 MiB"), "body")
                     return
-                route, response = self._route(event, body)
+                route, response = await self._route(event, body)
                 await self._respond(response, route)
                 if self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is h11.MUST_CLOSE:
                     return
@@ -158,18 +158,22 @@ class HttpConnection:
 
     # -- routing --------------------------------------------------------------------
 
-    def _route(self, request: h11.Request, body: bytes) -> tuple[str, _Response]:
+    async def _route(self, request: h11.Request, body: bytes) -> tuple[str, _Response]:
         path = bytes(request.target).split(b"?", 1)[0]
         method = bytes(request.method)
         app = self.app
         if path == b"/healthz" and method in (b"GET", b"HEAD"):
             if app.draining:
                 return "healthz", _json(503, {"status": "draining"})
+            failure = app.engine.store_failure()
+            if failure is not None:
+                reason = f"the log is not taking writes: {failure}"
+                return "healthz", _json(503, {"status": "degraded", "reason": reason})
             return "healthz", _json(200, {"status": "ok"})
         if path == b"/metrics" and method == b"GET":
             return "metrics", _Response(200, app.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8")
         if path == b"/api/v1/publish" and method == b"POST":
-            return "publish", self._publish(request, body)
+            return "publish", await self._publish(request, body)
         if path == b"/api/v1/dev-token" and method == b"POST" and app.config.dev:
             return "dev-token", self._dev_token(body)
         if path in (b"/", b"/index.html") and method == b"GET":
@@ -178,7 +182,7 @@ class HttpConnection:
             return "ws", _error(426, "bad_request", "WebSocket upgrade required")
         return "not_found", _error(404, "not_found", "no such endpoint")
 
-    def _publish(self, request: h11.Request, body: bytes) -> _Response:
+    async def _publish(self, request: h11.Request, body: bytes) -> _Response:
         api_key = self.app.config.api_key
         given = _header(request, b"authorization")
         if api_key is None or given != b"Bearer " + api_key.encode():
@@ -194,12 +198,15 @@ class HttpConnection:
         if len(strings) != 4 or "body" not in payload:
             return _error(400, "bad_request", "tenant, room, from, cid (strings) and body are required")
         tenant, room, sender, cid = strings
+        engine = self.app.engine
         try:
-            seq, _ts, duplicate = self.app.engine.publish(
-                tenant, room, sender, cid, json.dumps(payload["body"], separators=(",", ":"))
+            # Blocks until the group commit holding the message is on disk: off the loop.
+            seq, _ts, duplicate = await trio.to_thread.run_sync(
+                engine.publish, tenant, room, sender, cid, json.dumps(payload["body"], separators=(",", ":"))
             )
         except RushhourError as e:
-            return _error(_STATUS_OF_CODE.get(e.code, 400), e.code, str(e.args[0]))
+            status = 503 if e.code == "internal" and engine.store_failure() is not None else None
+            return _error(status or _STATUS_OF_CODE.get(e.code, 400), e.code, str(e.args[0]))
         return _json(200, {"seq": seq, "duplicate": duplicate})
 
     def _dev_token(self, body: bytes) -> _Response:

@@ -1,0 +1,299 @@
+//! The log against its files: round trips, restarts, torn tails, damaged segments.
+
+use std::fs::{self, OpenOptions};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+
+fn name(s: &str) -> Arc<str> {
+    s.into()
+}
+
+fn message(room: u32, seq: u64, cid: &str) -> StoredMessage {
+    StoredMessage {
+        room: RoomId(room),
+        seq: Seq(seq),
+        ts: 1_000 + seq,
+        from: "alice".into(),
+        cid: cid.into(),
+        frame: frames::msg(
+            &format!("r{room}"),
+            Seq(seq),
+            "alice",
+            cid,
+            1_000 + seq,
+            "{\"n\":1}",
+        ),
+    }
+}
+
+fn options() -> LogOptions {
+    LogOptions {
+        window: 4,
+        segment_bytes: 4096,
+        ..LogOptions::default()
+    }
+}
+
+fn open(dir: &Path, opts: LogOptions) -> Log {
+    Log::open(dir, opts, 10_000).expect("log opens")
+}
+
+/// Appends `n` messages to each of `rooms` rooms, round robin, and waits until durable.
+fn fill(log: &mut Log, rooms: u32, n: u64) {
+    let mut lsn = 0;
+    for seq in 1..=n {
+        for room in 0..rooms {
+            let room_name = name(&format!("r{room}"));
+            let m = message(room, seq, &format!("c{seq}"));
+            lsn = log
+                .append(m, &name("acme"), &room_name, "{\"n\":1}")
+                .unwrap();
+        }
+    }
+    log.durability().wait(lsn, Duration::from_secs(10)).unwrap();
+}
+
+fn seqs(log: &Log, room: u32) -> Vec<u64> {
+    log.range(RoomId(room), Seq(1), Seq(u64::MAX - 1))
+        .iter()
+        .map(|m| m.seq.0)
+        .collect()
+}
+
+fn last_segment(dir: &Path) -> std::path::PathBuf {
+    segment::path(dir, *segment::list(dir).unwrap().last().unwrap())
+}
+
+/// Offsets of the records of a segment, from a scan.
+fn record_offsets(path: &Path) -> Vec<u64> {
+    let mut scanner = segment::Scanner::open(path).unwrap();
+    let mut offsets = Vec::new();
+    loop {
+        let at = scanner.offset;
+        match scanner.read_next().unwrap() {
+            segment::Scanned::Record(_, len) => {
+                offsets.push(at);
+                scanner.advance(len);
+            }
+            _ => return offsets,
+        }
+    }
+}
+
+#[test]
+fn messages_members_and_seqs_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = open(dir.path(), options());
+        log.member(RoomId(0), &name("acme"), &name("r0"), "bob", true)
+            .unwrap();
+        log.member(RoomId(0), &name("acme"), &name("r0"), "carol", true)
+            .unwrap();
+        log.member(RoomId(0), &name("acme"), &name("r0"), "carol", false)
+            .unwrap();
+        fill(&mut log, 3, 50);
+    }
+    let mut log = open(dir.path(), options());
+    assert!(log.report().cuts.is_empty());
+    assert!(
+        segment::list(dir.path()).unwrap().len() > 1,
+        "rolled segments"
+    );
+    let rooms = log.recovered();
+    assert_eq!(rooms.len(), 3);
+    assert_eq!(rooms[0].last_seq, Seq(50));
+    assert_eq!(rooms[0].members, vec![name("bob")]);
+    // Replay reads the old part from disk and the newest from the window.
+    assert_eq!(seqs(&log, 2), (1..=50).collect::<Vec<_>>());
+    let m = &log.range(RoomId(1), Seq(7), Seq(7))[0];
+    assert_eq!(m.frame, message(1, 7, "c7").frame);
+    assert_eq!(
+        log.find_cid(RoomId(1), "alice", "c7"),
+        Some((Seq(7), 1_007))
+    );
+    assert_eq!(log.find_cid(RoomId(1), "bob", "c7"), None);
+}
+
+/// Every cut inside the last three records, and a flipped bit in the last one, recover
+/// exactly the records before the damage.
+#[test]
+fn a_torn_tail_is_cut_at_every_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = open(dir.path(), LogOptions::default());
+        fill(&mut log, 1, 10);
+    }
+    let path = last_segment(dir.path());
+    let pristine = fs::read(&path).unwrap();
+    let offsets = record_offsets(&path);
+    assert_eq!(offsets.len(), 10);
+    let first_cut = offsets[7] as usize;
+    for cut in first_cut..pristine.len() {
+        fs::write(&path, &pristine[..cut]).unwrap();
+        let mut log = open(dir.path(), LogOptions::default());
+        let kept = offsets.iter().filter(|&&o| o < cut as u64).count() as u64;
+        let kept = if offsets.contains(&(cut as u64)) {
+            kept
+        } else {
+            kept - 1
+        };
+        assert_eq!(
+            seqs(&log, 0),
+            (1..=kept).collect::<Vec<_>>(),
+            "cut at {cut}"
+        );
+        assert_eq!(log.recovered()[0].last_seq, Seq(kept));
+        let cut_reported = !log.report().cuts.is_empty();
+        assert_eq!(
+            cut_reported,
+            !offsets.contains(&(cut as u64)),
+            "cut at {cut}"
+        );
+        drop(log);
+        // The damage is gone: the file ends at the last intact record.
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            offsets
+                .get(kept as usize)
+                .copied()
+                .unwrap_or(pristine.len() as u64)
+        );
+    }
+    let mut flipped = pristine.clone();
+    let at = offsets[9] as usize + record::HEADER + 5;
+    flipped[at] ^= 0x04;
+    fs::write(&path, &flipped).unwrap();
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(seqs(&log, 0), (1..=9).collect::<Vec<_>>());
+    assert!(
+        log.report().cuts[0].contains("checksum"),
+        "{:?}",
+        log.report().cuts
+    );
+}
+
+#[test]
+fn damage_in_a_sealed_segment_stops_the_start_unless_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = open(dir.path(), options());
+        fill(&mut log, 1, 200);
+    }
+    let segments = segment::list(dir.path()).unwrap();
+    assert!(segments.len() >= 3);
+    let sealed = segment::path(dir.path(), segments[1]);
+    let offsets = record_offsets(&sealed);
+    let mut bytes = fs::read(&sealed).unwrap();
+    let middle = offsets[offsets.len() / 2] as usize + record::HEADER + 3;
+    bytes[middle] ^= 0x80;
+    fs::write(&sealed, &bytes).unwrap();
+
+    let err = Log::open(dir.path(), options(), 10_000)
+        .err()
+        .expect("refuses");
+    let text = err.to_string();
+    assert!(
+        text.contains("--repair") && text.contains("damaged"),
+        "{text}"
+    );
+    assert_eq!(
+        fs::read(&sealed).unwrap(),
+        bytes,
+        "nothing changed without repair"
+    );
+
+    let mut log = open(
+        dir.path(),
+        LogOptions {
+            repair: true,
+            ..options()
+        },
+    );
+    assert!(log.report().cuts.iter().any(|c| c.contains("--repair")));
+    let got = seqs(&log, 0);
+    assert_eq!(*got.last().unwrap(), 200, "later segments kept");
+    assert!(
+        got.windows(2).all(|w| w[1] == w[0] + 1),
+        "only a contiguous run is served"
+    );
+    assert_eq!(log.recovered()[0].last_seq, Seq(200));
+}
+
+#[test]
+fn retention_keeps_the_newest_and_dead_segments_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogOptions {
+        max_per_room: 20,
+        ..options()
+    };
+    {
+        let mut log = open(dir.path(), opts.clone());
+        log.member(RoomId(0), &name("acme"), &name("r0"), "bob", true)
+            .unwrap();
+        fill(&mut log, 1, 300);
+        assert_eq!(log.first_seq(RoomId(0), Seq(300)), Seq(281));
+        assert_eq!(
+            log.find_cid(RoomId(0), "alice", "c1"),
+            None,
+            "dedupe follows retention"
+        );
+        let before = segment::list(dir.path()).unwrap().len();
+        log.maintain(0).unwrap();
+        log.durability()
+            .wait(log.appender.last(), Duration::from_secs(10))
+            .unwrap();
+        log.maintain(0).unwrap();
+        let after = segment::list(dir.path()).unwrap().len();
+        assert!(after < before, "{before} -> {after} segments");
+    }
+    let mut log = open(dir.path(), opts);
+    let room = &log.recovered()[0];
+    assert_eq!(
+        (room.last_seq, room.members.clone()),
+        (Seq(300), vec![name("bob")])
+    );
+    assert_eq!(seqs(&log, 0), (281..=300).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_failed_write_stops_writes_and_keeps_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), options());
+    fill(&mut log, 1, 5);
+    // Make the next segment impossible to create: a folder where its file would go.
+    let next = log.appender.segment() + 1;
+    fs::create_dir(segment::path(dir.path(), next)).unwrap();
+    let mut failed = None;
+    for seq in 6..=200 {
+        match log.append(
+            message(0, seq, &format!("c{seq}")),
+            &name("acme"),
+            &name("r0"),
+            "{}",
+        ) {
+            Ok(lsn) => {
+                if let Err(reason) = log.durability().wait(lsn, Duration::from_secs(10)) {
+                    failed = Some(reason);
+                    break;
+                }
+            }
+            Err(e) => {
+                failed = Some(e.to_string().into());
+                break;
+            }
+        }
+    }
+    let reason = failed.expect("a write failed");
+    assert!(log.durability().failed().is_some(), "{reason}");
+    assert_eq!(
+        log.append(message(0, 999, "x"), &name("acme"), &name("r0"), "{}")
+            .unwrap_err()
+            .code(),
+        "internal"
+    );
+    assert_eq!(&seqs(&log, 0)[..5], &[1, 2, 3, 4, 5]);
+    let _ = OpenOptions::new();
+}

@@ -1,0 +1,83 @@
+"""Recovery at start, through the command line: restarts keep everything, a damaged
+sealed segment stops the start unless `--repair`."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from websockets.sync.client import connect as ws_connect
+
+from conftest import API_KEY, SECRET, ServerProcess, start_server
+from wsutil import hello, recv_op, request
+
+SMALL_SEGMENTS = ("--segment-bytes", "4096")
+
+
+def _send_many(srv: ServerProcess, room: str, n: int) -> None:
+    with ws_connect(srv.url) as ws:
+        hello(ws, srv.token("alice", "acme"))
+        for i in range(n):
+            reply = request(ws, {"op": "send", "id": i, "room": room, "cid": f"c{i}", "body": {"i": i}})
+            assert reply["seq"] == i + 1
+
+
+def _replay(srv: ServerProcess, room: str) -> list[int]:
+    with ws_connect(srv.url) as ws:
+        hello(ws, srv.token("bob", "acme"))
+        reply = request(ws, {"op": "subscribe", "id": 1, "room": room, "since": 0})
+        return [recv_op(ws, "msg")["body"]["i"] for _ in range(reply["last_seq"] - reply["first_seq"] + 1)]
+
+
+def _segments(data: Path) -> list[Path]:
+    return sorted(data.glob("*.log"))
+
+
+def test_sigkill_then_restart_keeps_every_acknowledged_message(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, *SMALL_SEGMENTS)
+    _send_many(srv, "general", 300)
+    srv.stop(signal.SIGKILL)
+    srv = start_server(tmp_path, *SMALL_SEGMENTS)
+    try:
+        assert _replay(srv, "general") == list(range(300))
+        with ws_connect(srv.url) as ws:
+            hello(ws, srv.token("alice", "acme"))
+            again = request(ws, {"op": "send", "id": 1, "room": "general", "cid": "c7", "body": {}})
+            assert (again["seq"], again["duplicate"]) == (8, True)
+            new = request(ws, {"op": "send", "id": 2, "room": "general", "cid": "new", "body": {}})
+            assert (new["seq"], new["duplicate"]) == (301, False)
+    finally:
+        assert srv.stop() == 0
+
+
+def _serve_args(data: Path, *extra: str) -> list[str]:
+    head = [sys.executable, "-m", "rushhour", "serve", "--port", "0", "--data-dir", str(data)]
+    return [*head, "--secret", SECRET, "--api-key", API_KEY, *SMALL_SEGMENTS, *extra]
+
+
+def test_a_damaged_sealed_segment_needs_repair(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, *SMALL_SEGMENTS)
+    _send_many(srv, "general", 300)
+    assert srv.stop() == 0
+    segments = _segments(tmp_path)
+    assert len(segments) >= 3
+    sealed = segments[1]
+    damaged = bytearray(sealed.read_bytes())
+    damaged[len(damaged) // 2] ^= 0x01
+    sealed.write_bytes(bytes(damaged))
+
+    refused = subprocess.run(_serve_args(tmp_path), capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert "damaged" in refused.stderr and "--repair" in refused.stderr
+    assert sealed.read_bytes() == bytes(damaged), "nothing changed without --repair"
+
+    srv = start_server(tmp_path, *SMALL_SEGMENTS, "--repair")
+    try:
+        assert len(sealed.read_bytes()) < len(damaged), "cut at the damage"
+        kept = _replay(srv, "general")
+        assert kept[-1] == 299, "the segments after the damage are kept"
+        assert kept == list(range(kept[0], 300)), "a contiguous run is served"
+    finally:
+        assert srv.stop() == 0
