@@ -75,6 +75,8 @@ pub struct Broker {
     pub(crate) waiting: std::collections::VecDeque<Waiting>,
     /// The newest log position written.
     pub(crate) last_lsn: Lsn,
+    /// Subscriptions of ended connections, for `hello.resume`.
+    pub(crate) parked: crate::resume::Parked,
     next_conn: u64,
     ping: Bytes,
 }
@@ -98,6 +100,7 @@ impl Broker {
             stats: Stats::default(),
             waiting: std::collections::VecDeque::new(),
             last_lsn: 0,
+            parked: crate::resume::Parked::default(),
             next_conn: 1,
             ping: encode_frame(Opcode::Ping, b""),
         }
@@ -132,11 +135,11 @@ impl Broker {
     /// Forgets a connection: it leaves every live list. Its queue stays with the writer
     /// until flushed (a close frame may still be on its way).
     pub fn detach(&mut self, conn: ConnId) -> Option<Arc<Outbound>> {
+        self.stop_subscriptions(conn);
         let c = self.conns.remove(&conn)?;
-        for room in c.subs.keys() {
-            self.rooms.get_mut(*room).remove_live(conn);
-        }
-        Some(c.out)
+        let out = c.out.clone();
+        self.park(c);
+        Some(out)
     }
 
     /// Opens the session of a connection once the control plane verified its token.
@@ -312,9 +315,7 @@ impl Broker {
         let out = c.out.clone();
         out.lock().close(code, reason, abort, ob.close_deadline());
         ob.schedule(&out);
-        for room in c.subs.keys() {
-            self.rooms.get_mut(*room).remove_live(conn);
-        }
+        self.stop_subscriptions(conn);
         Inbound::Closing(code)
     }
 
@@ -325,9 +326,7 @@ impl Broker {
             self.stats.slow_consumers += 1;
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.closing = Some(close_code::SLOW_CONSUMER);
-                for room in c.subs.keys() {
-                    self.rooms.get_mut(*room).remove_live(conn);
-                }
+                self.stop_subscriptions(conn);
             }
         }
         self.stats.deliveries += std::mem::take(&mut ob.delivered);

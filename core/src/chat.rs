@@ -28,6 +28,14 @@ const INFLIGHT_RETRY_MS: u64 = 5;
 /// `history` page size when `limit` is omitted (protocol example: 50).
 const DEFAULT_HISTORY_LIMIT: u64 = 50;
 
+/// Where a new subscription starts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Subscribed {
+    pub last: Seq,
+    pub first: Seq,
+    pub truncated: bool,
+}
+
 /// The outcome of storing a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Accepted {
@@ -198,6 +206,37 @@ impl Broker {
         let since = frame.uint("since")?.map(Seq);
         let (tenant, user) = self.authorize(conn, &room)?;
         let room_id = self.rooms.intern(&tenant, &room);
+        // The reply goes first: replay frames follow it.
+        let subscribed = self.subscribe(conn, room_id, &user, since)?;
+        if let (Some(id), Some(c)) = (id, self.conns.get(&conn)) {
+            let out = c.out.clone();
+            let mut reply = JsonFrame::reply(id, 128)
+                .str("room", &room)
+                .uint("last_seq", subscribed.last.0)
+                .uint("first_seq", subscribed.first.0)
+                .uint("read_seq", 0)
+                .uint("delivered_seq", 0);
+            if subscribed.truncated {
+                reply = reply.bool("truncated", true);
+            }
+            ob.push(&out, reply.finish());
+        }
+        self.refill(conn, ob);
+        Ok(())
+    }
+
+    /// Subscribes `conn` to a room as `user` (who becomes a member), replaying after
+    /// `since`; the caller queues the reply, then [`Broker::refill`] queues the replay.
+    ///
+    /// # Errors
+    /// `bad_request` past the subscription limit.
+    pub(crate) fn subscribe(
+        &mut self,
+        conn: ConnId,
+        room_id: RoomId,
+        user: &Arc<str>,
+        since: Option<Seq>,
+    ) -> Result<Subscribed> {
         let c = self
             .conns
             .get_mut(&conn)
@@ -209,37 +248,26 @@ impl Broker {
             )));
         }
         let out = c.out.clone();
-        self.join(room_id, &user);
+        self.join(room_id, user);
         let r = self.rooms.get_mut(room_id);
         r.remove_live(conn);
         let last = r.last_seq;
         let first = self.store.first_seq(room_id, last);
         let start = since.map_or(last.next(), |s| s.next().max(first));
         let state = if start > last {
+            r.add_live(&out);
             Subscription::Live
         } else {
             Subscription::CatchingUp { next: start }
         };
-        if state == Subscription::Live {
-            r.add_live(&out);
-        }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.subs.insert(room_id, state);
         }
-        if let Some(id) = id {
-            let mut reply = JsonFrame::reply(id, 128)
-                .str("room", &room)
-                .uint("last_seq", last.0)
-                .uint("first_seq", first.0)
-                .uint("read_seq", 0)
-                .uint("delivered_seq", 0);
-            if since.is_some_and(|s| s.next() < first) {
-                reply = reply.bool("truncated", true);
-            }
-            ob.push(&out, reply.finish());
-        }
-        self.refill(conn, ob);
-        Ok(())
+        Ok(Subscribed {
+            last,
+            first,
+            truncated: since.is_some_and(|s| s.next() < first),
+        })
     }
 
     /// Queues the next replay batches of a connection's catching-up subscriptions while

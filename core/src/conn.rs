@@ -82,6 +82,8 @@ pub enum Subscription {
     /// Replaying from the store; `next` is the first seq not yet queued. Live pushes
     /// start once the replay reaches the room's last seq, so order holds with no gap.
     CatchingUp { next: Seq },
+    /// The connection is closing: nothing more is queued; `upto` is the last seq queued.
+    Stopped { upto: Seq },
 }
 
 /// One attached connection.

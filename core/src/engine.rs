@@ -128,6 +128,14 @@ impl Engine {
         self.with(|b, now, _| b.open_session(conn, tenant, user, rooms, now))
     }
 
+    /// See [`Broker::resume`].
+    ///
+    /// # Errors
+    /// As [`Broker::resume`].
+    pub fn resume(&self, conn: ConnId, old: ConnId) -> Result<Vec<String>> {
+        self.with(|b, _, ob| b.resume(conn, old, ob))
+    }
+
     /// Queues JSON text for a connection; false if it is gone or closing.
     pub fn send_text(&self, conn: ConnId, json: &str) -> bool {
         self.with(|b, _, ob| b.send_text(conn, json, ob))

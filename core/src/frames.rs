@@ -115,6 +115,25 @@ pub fn msg(room: &str, seq: Seq, from: &str, cid: &str, ts: u64, body: &str) -> 
         .finish()
 }
 
+/// The room and seq of a `msg` frame made by [`msg`] (WebSocket header included); None
+/// for any other frame. Room ids need no JSON escaping, so the layout is fixed.
+pub fn msg_position(frame: &[u8]) -> Option<(&str, Seq)> {
+    let header = match frame.get(1)? & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    let rest = frame
+        .get(header..)?
+        .strip_prefix(b"{\"op\":\"msg\",\"room\":\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let room = std::str::from_utf8(&rest[..end]).ok()?;
+    let digits = rest[end..].strip_prefix(b"\",\"seq\":")?;
+    let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    let seq = std::str::from_utf8(&digits[..len]).ok()?.parse().ok()?;
+    Some((room, Seq(seq)))
+}
+
 /// The `error` frame for `err`, answering request `id` when it had one.
 pub fn error(id: Option<i64>, err: &Error) -> Bytes {
     let message = err.to_string();
@@ -139,6 +158,22 @@ pub fn text(json: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn msg_position_reads_room_and_seq_back() {
+        let small = msg("general", Seq(58), "alice", "c", 1, "{}");
+        assert_eq!(msg_position(&small), Some(("general", Seq(58))));
+        let big = msg(
+            "r/2",
+            Seq(7),
+            "a",
+            "c",
+            1,
+            &format!("\"{}\"", "x".repeat(70_000)),
+        );
+        assert_eq!(msg_position(&big), Some(("r/2", Seq(7))));
+        assert_eq!(msg_position(&text("{\"op\":\"welcome\"}")), None);
+    }
     use crate::store::StoredMessage;
     use std::sync::Arc;
 

@@ -32,6 +32,7 @@ pub mod limits;
 pub mod log;
 pub mod outbound;
 pub mod pending;
+pub mod resume;
 pub mod room;
 pub mod store;
 pub mod writer;

@@ -14,15 +14,15 @@
 //!   never discarded, or the stream would be corrupt.
 //! - Once closing, nothing but the close frame is ever queued.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
 use crate::codec::{close_code, encode_close};
-use crate::ids::ConnId;
+use crate::ids::{ConnId, Seq};
 
 /// Bytes charged per queued frame beyond its length: the `Bytes` handle and the deque slot.
 pub const ENTRY_OVERHEAD: usize = 48;
@@ -66,7 +66,14 @@ pub struct Queue {
     pub blocked: bool,
     /// The broker has more to send this connection once the queue drains (a replay).
     pub wants_refill: bool,
+    /// Per room, the lowest seq of a `msg` frame discarded unwritten (overflow, dead
+    /// socket, fencing): a resumed session replays from there. Shared, so that it
+    /// outlives the queue (and its socket) for a later resume.
+    lost: Lost,
 }
+
+/// Per room name, the lowest seq discarded unwritten.
+pub type Lost = Arc<Mutex<HashMap<Box<str>, Seq>>>;
 
 impl Queue {
     /// An empty queue bounded at `limit` bytes.
@@ -79,6 +86,7 @@ impl Queue {
             state: State::Open,
             blocked: false,
             wants_refill: false,
+            lost: Lost::default(),
         }
     }
 
@@ -157,6 +165,7 @@ impl Queue {
         let started = (self.written > 0)
             .then(|| self.frames.pop_front())
             .flatten();
+        self.note_lost();
         self.frames.clear();
         self.bytes = 0;
         if let Some(frame) = started {
@@ -167,11 +176,41 @@ impl Queue {
 
     /// Marks the socket dead: nothing more will be written.
     pub fn fail(&mut self) {
+        if self.written > 0 {
+            self.frames.pop_front(); // Cut short: the peer cannot have read it.
+        }
+        self.note_lost();
         self.frames.clear();
         self.bytes = 0;
         self.written = 0;
         self.wants_refill = false;
         self.state = State::Closed;
+    }
+
+    /// Discards every frame not yet started and closes with `code` (a session resumed
+    /// elsewhere: what is left here will be replayed there).
+    pub fn abandon(&mut self, code: u16, reason: &str, deadline_ms: u64) {
+        if self.state == State::Open {
+            self.retain_started_frame();
+            self.queue_close(code, reason, true, deadline_ms);
+        }
+    }
+
+    /// The record of frames discarded unwritten.
+    pub fn lost(&self) -> Lost {
+        self.lost.clone()
+    }
+
+    /// Per room, the lowest seq not delivered: discarded, or still queued and not started.
+    pub fn undelivered(&self) -> HashMap<Box<str>, Seq> {
+        let mut first = lock(&self.lost).clone();
+        let unstarted = self.frames.iter().skip(usize::from(self.written > 0));
+        note(&mut first, unstarted);
+        first
+    }
+
+    fn note_lost(&mut self) {
+        note(&mut lock(&self.lost), self.frames.iter());
     }
 
     /// Fills `iov` with the unwritten bytes of up to `max` frames from the front.
@@ -209,6 +248,20 @@ impl Queue {
         }
         false
     }
+}
+
+/// Records, per room, the lowest seq among the `msg` frames of `frames`.
+fn note<'a>(first: &mut HashMap<Box<str>, Seq>, frames: impl Iterator<Item = &'a Bytes>) {
+    for (room, seq) in frames.filter_map(|f| crate::frames::msg_position(f)) {
+        first
+            .entry(room.into())
+            .and_modify(|s| *s = (*s).min(seq))
+            .or_insert(seq);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A connection's queue together with the socket it drains into.

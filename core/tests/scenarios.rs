@@ -304,3 +304,87 @@ fn rooms_claim_and_tenants() {
     assert_eq!(replies[0]["ok"], true);
     assert_eq!(replies[1]["code"], "forbidden");
 }
+
+/// Sends `n` messages to `room` from a fresh connection of `bot`.
+fn publish_n(sim: &mut Sim, room: &str, from: u64, n: u64) {
+    let bot = sim.connect("bot", None);
+    for i in from..from + n {
+        sim.send_json(
+            &bot,
+            json!({"op": "send", "room": room, "cid": format!("c{i}"), "body": i}),
+        );
+    }
+}
+
+#[test]
+fn resume_moves_subscriptions_and_replays_what_was_not_written() {
+    let mut sim = Sim::new(Limits::default());
+    let mut old = sim.connect("alice", None);
+    sim.send_json(&old, json!({"op": "subscribe", "id": 1, "room": "a"}));
+    sim.send_json(&old, json!({"op": "subscribe", "id": 2, "room": "b"}));
+    publish_n(&mut sim, "a", 0, 5);
+    assert_eq!(
+        seqs(&old.json()),
+        vec![1, 2, 3, 4, 5],
+        "written to the socket"
+    );
+    publish_n(&mut sim, "a", 5, 3);
+    publish_n(&mut sim, "b", 0, 2);
+    // 6..8 of a and 1..2 of b are queued on `old` but not written: it is fenced now.
+    let mut new = sim.connect("alice", None);
+    let mut ob = sim.outbox();
+    let mut rooms = sim.broker.resume(new.id, old.id, &mut ob).unwrap();
+    rooms.sort();
+    assert_eq!(rooms, vec!["a", "b"]);
+    let old_frames = old.drain();
+    assert!(
+        matches!(old_frames.as_slice(), [Message::Close(Some((4009, _)))]),
+        "{old_frames:?}"
+    );
+    let frames = new.json();
+    let of = |room: &str| -> Vec<u64> {
+        frames
+            .iter()
+            .filter(|f| f["room"] == room)
+            .map(|f| f["seq"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!((of("a"), of("b")), (vec![6, 7, 8], vec![1, 2]));
+    publish_n(&mut sim, "a", 8, 1);
+    assert_eq!(seqs(&new.json()), vec![9], "live after the replay");
+    // The fenced reader detaching afterwards leaves nothing to resume twice.
+    sim.broker.detach(old.id);
+    let mut ob = sim.outbox();
+    let again = sim.broker.resume(new.id, old.id, &mut ob).unwrap_err();
+    assert_eq!(again.code(), "not_found");
+}
+
+#[test]
+fn resume_after_a_slow_consumer_close_replays_what_was_discarded() {
+    let limits = Limits {
+        max_queue_bytes: 64 << 10,
+        ..Limits::default()
+    };
+    let mut sim = Sim::new(limits);
+    let mut slow = sim.connect("alice", None);
+    sim.send_json(&slow, json!({"op": "subscribe", "id": 1, "room": "a"}));
+    publish_n(&mut sim, "a", 0, 2);
+    assert_eq!(seqs(&slow.json()), vec![1, 2]);
+    publish_n(&mut sim, "a", 2, 2_000); // Overflows the queue: closed 4008, frames discarded.
+    let state = slow.out.lock().state();
+    assert!(
+        matches!(state, State::Closing { code: 4008, .. }),
+        "{state:?}"
+    );
+    sim.broker.detach(slow.id);
+    let mut new = sim.connect("alice", None);
+    let mut ob = sim.outbox();
+    sim.broker.resume(new.id, slow.id, &mut ob).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got.extend(seqs(&new.json()));
+        let mut ob = sim.outbox();
+        sim.broker.refill(new.id, &mut ob);
+    }
+    assert_eq!(got, (3..=2_002).collect::<Vec<_>>());
+}

@@ -119,6 +119,15 @@ impl Engine {
         self.recovery.clone()
     }
 
+    /// Moves the subscriptions of the session's previous connection `old` (closing it with
+    /// 4009 if still open) to `conn`, replaying what `old` did not deliver. Returns the
+    /// rooms restored.
+    fn resume(&self, py: Python<'_>, conn: u64, old: u64) -> PyResult<Vec<String>> {
+        Ok(py
+            .detach(|| self.inner.resume(ConnId(conn), ConnId(old)))
+            .map_err(CoreError)?)
+    }
+
     /// Why the log stopped taking writes, or None while it takes them.
     fn store_failure(&self) -> Option<String> {
         self.inner.store_failure()

@@ -8,6 +8,7 @@ back here one at a time, in order.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -28,7 +29,6 @@ CLOSE_LINGER_S = 5.0
 
 CLOSE_POLICY = 1008
 CLOSE_UNAUTHORIZED = 4001
-CLOSE_REPLACED = 4009
 
 
 def _error(code: str, message: str, request_id: object = None) -> str:
@@ -80,8 +80,6 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
-            if self.session is not None:
-                self.app.sessions.release(self.session, self.conn)
             engine.detach(self.conn)
             await self.stream.aclose()
 
@@ -129,10 +127,8 @@ class Connection:
             self.close(CLOSE_UNAUTHORIZED, f"unauthorized: {e.args[0]}"[:120])
             return
         self.claims = claims
-        token, resumed, fenced = self.app.sessions.open(claims.tenant, claims.user, self.conn, frame.get("resume"))
+        token, resumed, previous = self.app.sessions.open(claims.tenant, claims.user, self.conn, frame.get("resume"))
         self.session = token
-        if fenced is not None:
-            self.app.engine.close(fenced, CLOSE_REPLACED, "session resumed on another connection")
         metrics.hellos.labels("resumed" if resumed else "ok").inc()
         self.send(
             json.dumps(
@@ -148,3 +144,7 @@ class Connection:
                 separators=(",", ":"),
             )
         )
+        if previous is not None:
+            # After the welcome: the replay of what the previous connection missed follows it.
+            with contextlib.suppress(RushhourError):  # nothing left to restore
+                self.app.engine.resume(self.conn, previous)

@@ -1,8 +1,8 @@
 """Session tokens: the `session` of `welcome`, which a later `hello` may `resume`.
 
-A resume on a new connection fences the old one out with close 4009, so one session is
-never served twice at once. The registry is bounded: the oldest detached sessions go
-first.
+A resume on a new connection takes over the previous connection's subscriptions (the
+core closes that one with 4009 if it is still open), so one session is never served twice
+at once. The registry is bounded: the oldest sessions go first.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ MAX_SESSIONS = 200_000
 
 @dataclass
 class SessionRecord:
-    """Whose a session token is, and which connection holds it now."""
+    """Whose a session token is, and its latest connection (open or ended)."""
 
     tenant: str
     user: str
-    conn: int | None
+    conn: int
 
 
 class SessionRegistry:
@@ -35,23 +35,17 @@ class SessionRegistry:
         """Opens or resumes a session on `conn`.
 
         Returns:
-            (token, resumed, fenced connection or None).
+            (token, resumed, the session's previous connection when resumed).
         """
         if isinstance(resume, str):
             record = self._records.get(resume)
             if record is not None and (record.tenant, record.user) == (tenant, user):
-                fenced = record.conn if record.conn != conn else None
+                previous = record.conn if record.conn != conn else None
                 record.conn = conn
                 self._records.move_to_end(resume)
-                return resume, True, fenced
+                return resume, True, previous
         token = secrets.token_urlsafe(18)
         self._records[token] = SessionRecord(tenant, user, conn)
         while len(self._records) > self._limit:
             self._records.popitem(last=False)
         return token, False, None
-
-    def release(self, token: str, conn: int) -> None:
-        """The connection is gone; the session stays resumable."""
-        record = self._records.get(token)
-        if record is not None and record.conn == conn:
-            record.conn = None
