@@ -10,10 +10,12 @@ use std::time::Duration;
 use crate::broker::{Broker, Inbound, Now, Stats};
 use crate::chat::Accepted;
 use crate::clock::Clock;
+use crate::codec::close_code;
 use crate::conn::ConnKind;
 use crate::error::{Error, Result};
 use crate::fanout::Outbox;
 use crate::ids::ConnId;
+use crate::inbox::{ConnEvent, Inbox};
 use crate::limits::Limits;
 use crate::outbound::State;
 use crate::store::MessageStore;
@@ -26,6 +28,7 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Engine {
     broker: Arc<Mutex<Broker>>,
     writer: Arc<Writer>,
+    inbox: Arc<Inbox>,
     clock: Clock,
     close_timeout_ms: u64,
 }
@@ -45,6 +48,8 @@ impl Engine {
         let durability = store.durability().clone();
         let broker = Arc::new(Mutex::new(Broker::new(limits, store)));
         let weak = Arc::downgrade(&broker);
+        let inbox = Arc::new(Inbox::new()?);
+        let weak_for_reads = weak.clone();
         let writer = Arc::new(Writer::spawn(
             clock,
             Box::new(move |conn| {
@@ -55,6 +60,22 @@ impl Engine {
                 lock(&broker).refill(conn, &mut ob);
                 ob.ready
             }),
+            Box::new(move |conn, data| {
+                let Some(broker) = weak_for_reads.upgrade() else {
+                    return (Vec::new(), Inbound::Closing(close_code::GOING_AWAY));
+                };
+                let now = clock.now();
+                let mut ob = Outbox::new(now.mono_ms, close_timeout_ms);
+                let inbound = {
+                    let mut b = lock(&broker);
+                    let inbound = b.feed(conn, data, now, &mut ob);
+                    b.release(&mut ob);
+                    b.reap_overflowed(&mut ob);
+                    inbound
+                };
+                (ob.ready, inbound)
+            }),
+            inbox.clone(),
         )?);
         // After each group commit: release the replies and fan-out it made durable.
         let (weak_broker, weak_writer) = (Arc::downgrade(&broker), Arc::downgrade(&writer));
@@ -74,6 +95,7 @@ impl Engine {
         Ok(Engine {
             broker,
             writer,
+            inbox,
             clock,
             close_timeout_ms,
         })
@@ -95,18 +117,39 @@ impl Engine {
     }
 
     /// Takes over a socket after its handshake; `fd` is the core's own duplicate (None:
-    /// a connection whose frames only queue up, for measuring the core).
+    /// a connection whose frames only queue up, for measuring the core). With `read`,
+    /// the core also reads it once [`Engine::start_reading`] is called; control frames
+    /// then arrive through [`Engine::take_events`].
     ///
     /// # Errors
     /// When the socket cannot be registered.
-    pub fn attach(&self, fd: Option<OwnedFd>, kind: ConnKind) -> io::Result<ConnId> {
+    pub fn attach(&self, fd: Option<OwnedFd>, kind: ConnKind, read: bool) -> io::Result<ConnId> {
         let out = self.with(|b, now, _| b.attach(fd, kind, now));
         let conn = out.conn;
-        if let Err(e) = self.writer.attach(out) {
+        if let Err(e) = self.writer.attach(out, read) {
             self.with(|b, _, _| b.detach(conn));
             return Err(e);
         }
         Ok(conn)
+    }
+
+    /// (Re)starts reading a connection attached with `read`: after the handshake's
+    /// leftover bytes are fed, and after each control frame is handled.
+    pub fn start_reading(&self, conn: ConnId) {
+        let out = lock(&self.broker).conns.get(&conn).map(|c| c.out.clone());
+        if let Some(out) = out {
+            self.writer.start_reading(&out);
+        }
+    }
+
+    /// The eventfd that is readable while events wait in [`Engine::take_events`].
+    pub fn events_fd(&self) -> std::os::fd::RawFd {
+        self.inbox.fd()
+    }
+
+    /// Control frames, closes and ends of the connections the core reads.
+    pub fn take_events(&self) -> Vec<(ConnId, ConnEvent)> {
+        self.inbox.take()
     }
 
     /// See [`Broker::feed`].

@@ -14,7 +14,8 @@
 //! - [`store`]: the message store interface and its in-memory implementation;
 //!   [`log`]: the durable implementation (segments, group commit, recovery).
 //! - [`limits`]: configurable limits and token buckets.
-//! - [`writer`], [`clock`]: the I/O driver (the only socket writer) and the only clock.
+//! - [`writer`], [`clock`]: the socket thread (the only writer; the reader of sockets
+//!   handed to it, reporting control frames through the [`inbox`]) and the only clock.
 //! - [`engine`]: broker + writer + clock behind one handle, for the binding.
 
 pub mod broker;
@@ -28,6 +29,7 @@ pub mod fanout;
 pub mod frames;
 pub mod ids;
 pub mod inbound;
+pub mod inbox;
 pub mod limits;
 pub mod log;
 pub mod outbound;

@@ -277,6 +277,10 @@ pub struct Outbound {
     pub scheduled: AtomicBool,
     /// The session is gone: the writer closes the socket once the queue is flushed.
     pub detached: AtomicBool,
+    /// The socket thread reads this socket too (else the control plane feeds it).
+    pub reads: AtomicBool,
+    /// Reading waits: a control frame is with the control plane, or the stream ended.
+    pub paused: AtomicBool,
 }
 
 impl Outbound {
@@ -288,6 +292,8 @@ impl Outbound {
             queue: Mutex::new(Queue::new(limit)),
             scheduled: AtomicBool::new(false),
             detached: AtomicBool::new(false),
+            reads: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
         }
     }
 

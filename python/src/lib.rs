@@ -12,8 +12,8 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rushhour_core::{
-    ConnId, ConnKind, FsyncPolicy, Inbound, Limits, Log, LogOptions, MemoryStore, MessageStore,
-    RecoveryError,
+    inbox::ConnEvent, ConnId, ConnKind, FsyncPolicy, Inbound, Limits, Log, LogOptions, MemoryStore,
+    MessageStore, RecoveryError,
 };
 
 use errors::CoreError;
@@ -134,11 +134,13 @@ impl Engine {
     }
 
     /// Takes ownership of `fd` (a duplicate of a socket whose handshake is done) and
-    /// becomes its only writer. Returns the connection id. With `fd=None` the connection
-    /// has no socket: its frames only queue up (to its bound), which measures the core
-    /// alone in benchmarks.
-    #[pyo3(signature = (fd, *, echo=false))]
-    fn attach(&self, fd: Option<i32>, echo: bool) -> PyResult<u64> {
+    /// becomes its only writer. Returns the connection id. With `read`, the core also
+    /// reads the socket once `start_reading` is called, and hands control frames over
+    /// through `take_events`; otherwise the caller feeds it. With `fd=None` the
+    /// connection has no socket: its frames only queue up (to its bound), which measures
+    /// the core alone in benchmarks.
+    #[pyo3(signature = (fd, *, echo=false, read=false))]
+    fn attach(&self, fd: Option<i32>, echo: bool, read: bool) -> PyResult<u64> {
         let owned = match fd {
             Some(fd) if fd < 0 => return Err(PyValueError::new_err("invalid file descriptor")),
             // SAFETY: the caller hands over this descriptor (a dup it will not close).
@@ -152,9 +154,37 @@ impl Engine {
         };
         let conn = self
             .inner
-            .attach(owned, kind)
+            .attach(owned, kind, read)
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
         Ok(conn.0)
+    }
+
+    /// (Re)starts reading a connection attached with `read=True`.
+    fn start_reading(&self, conn: u64) {
+        self.inner.start_reading(ConnId(conn));
+    }
+
+    /// A file descriptor that is readable while `take_events` has events.
+    fn events_fd(&self) -> i32 {
+        self.inner.events_fd()
+    }
+
+    /// Events of the connections the core reads, in order: `(conn, str)` a control
+    /// frame (call `feed(conn, b"")` once handled, then `start_reading`), `(conn, int)`
+    /// closing with that code, `(conn, None)` the stream ended.
+    fn take_events<'py>(&self, py: Python<'py>) -> PyResult<Vec<(u64, Bound<'py, PyAny>)>> {
+        self.inner
+            .take_events()
+            .into_iter()
+            .map(|(conn, event)| {
+                let value = match event {
+                    ConnEvent::Control(text) => text.into_pyobject(py)?.into_any(),
+                    ConnEvent::Closing(code) => code.into_pyobject(py)?.into_any(),
+                    ConnEvent::Ended => py.None().into_bound(py),
+                };
+                Ok((conn.0, value))
+            })
+            .collect()
     }
 
     /// Processes bytes read from the socket. Returns None (read more), a str (a control

@@ -8,6 +8,7 @@ import trio
 
 from rushhour._core import Engine
 from rushhour.config import Config
+from rushhour.server._connection import Connection
 from rushhour.server._http import HttpConnection
 from rushhour.server._metrics import Metrics
 from rushhour.server._sessions import SessionRegistry
@@ -62,9 +63,23 @@ class App:
         self.metrics = Metrics(self.engine)
         self.sessions = SessionRegistry()
         self.draining = False
+        #: The connections the core reads, by id, for its events.
+        self.connections: dict[int, Connection] = {}
 
     async def handle(self, stream: trio.SocketStream) -> None:
         await HttpConnection(self, stream).run()
+
+    async def dispatch_events(self) -> None:
+        """Hands the core's connection events (control frames, closes, ends) to their
+        connections, in order."""
+        engine = self.engine
+        fd = engine.events_fd()
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            for conn, event in engine.take_events():
+                connection = self.connections.get(conn)
+                if connection is not None:
+                    connection.on_event(event)
 
     async def heartbeat(self) -> None:
         """Pings every connection each heartbeat and closes the silent ones."""
@@ -107,6 +122,7 @@ async def serve(
         with connections:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(app.heartbeat)
+                nursery.start_soon(app.dispatch_events)
                 await nursery.start(trio.serve_listeners, app.handle, listeners)
                 task_status.started()
 

@@ -1,9 +1,11 @@
-"""One WebSocket connection after its handshake: Trio reads, the core writes.
+"""One WebSocket connection after its handshake: the core reads and writes it.
 
 The socket's descriptor is duplicated and handed to the core, which becomes its only
-writer; this task keeps reading and feeds the bytes to the core. Hot ops (send, subscribe,
-history…) run inside the core; control frames (hello, and ops of later sections) come
-back here one at a time, in order.
+writer and its reader: hot ops (send, subscribe, history…) run inside the core without
+crossing into Python. Control frames (hello, and ops of later sections), closes and the
+end of the stream come back through the core's event queue, one control frame at a time
+per connection and in order: the core does not read a connection while its control frame
+is being handled here.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ from rushhour._core import RushhourError
 if TYPE_CHECKING:
     from rushhour.server._app import App
 
-#: Bytes read per receive: the kernel usually has less; big reads mean fewer crossings.
-RECV_BYTES = 256 << 10
 #: After a close starts, how long to wait for the peer's close and end of stream.
 CLOSE_LINGER_S = 5.0
 
@@ -46,50 +46,61 @@ class Connection:
         self.app = app
         self.stream = stream
         self.echo = echo
-        self.conn = app.engine.attach(os.dup(stream.socket.fileno()), echo=echo)
+        self.conn = app.engine.attach(os.dup(stream.socket.fileno()), echo=echo, read=True)
         self.session: str | None = None
         self.claims: auth.Claims | None = None
         self.closing = False
+        # What `run` waits for: hello accepted (or closing), closing, the peer's end.
+        self._greeted = trio.Event()
+        self._closed = trio.Event()
+        self._ended = trio.Event()
 
     def send(self, frame: str) -> None:
         self.app.engine.send_text(self.conn, frame)
 
     def close(self, code: int, reason: str) -> None:
         self.app.engine.close(self.conn, code, reason)
+        self._closing()
+
+    def _closing(self) -> None:
         self.closing = True
+        self._greeted.set()
+        self._closed.set()
 
     async def run(self, first_bytes: bytes) -> None:
-        """Reads until the connection ends; always detaches from the core."""
+        """Serves the connection until it ends; always detaches from the core."""
         engine = self.app.engine
+        self.app.connections[self.conn] = self
         try:
-            hello_deadline = trio.current_time() + self.app.config.hello_timeout_ms / 1000
-            data = first_bytes
-            while not self.closing:
-                if data:
-                    self._feed(data)
-                    if self.closing:
-                        break
-                deadline = hello_deadline if (self.claims is None and not self.echo) else float("inf")
-                with trio.move_on_at(deadline):
-                    data = await self.stream.receive_some(RECV_BYTES)
-                    if not data:
-                        return
-                    continue
-                self.close(CLOSE_POLICY, "hello timeout")
-            await self._linger()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            self._feed(first_bytes)
+            if self.claims is None and not self.echo:
+                with trio.move_on_after(self.app.config.hello_timeout_ms / 1000):
+                    await self._greeted.wait()
+                if self.claims is None and not self.closing:
+                    self.close(CLOSE_POLICY, "hello timeout")
+            await self._closed.wait()
+            # The peer's close and end of stream, so that it sees a clean close.
+            with trio.move_on_after(CLOSE_LINGER_S):
+                await self._ended.wait()
         finally:
+            self.app.connections.pop(self.conn, None)
             engine.detach(self.conn)
             await self.stream.aclose()
 
-    async def _linger(self) -> None:
-        """Reads and discards until the peer ends the stream, so it sees a clean close."""
-        with trio.move_on_after(CLOSE_LINGER_S):
-            while await self.stream.receive_some(RECV_BYTES):
-                pass
+    def on_event(self, event: str | int | None) -> None:
+        """An event the core read for this connection (see `Engine.take_events`)."""
+        if isinstance(event, str):
+            self._control(event)
+            if not self.closing:
+                self._feed(b"")
+        elif isinstance(event, int):
+            self._closing()
+        else:
+            self._ended.set()
+            self._closing()
 
     def _feed(self, data: bytes) -> None:
+        """Feeds bytes (or continues after a control frame), then lets the core read on."""
         engine = self.app.engine
         result = engine.feed(self.conn, data)
         while isinstance(result, str):
@@ -98,7 +109,9 @@ class Connection:
                 return
             result = engine.feed(self.conn, b"")
         if isinstance(result, int):
-            self.closing = True
+            self._closing()
+        else:
+            engine.start_reading(self.conn)
 
     def _control(self, text: str) -> None:
         """Handles one control frame (the core has checked it is a JSON object with op)."""
@@ -127,6 +140,7 @@ class Connection:
             self.close(CLOSE_UNAUTHORIZED, f"unauthorized: {e.args[0]}"[:120])
             return
         self.claims = claims
+        self._greeted.set()
         token, resumed, previous = self.app.sessions.open(claims.tenant, claims.user, self.conn, frame.get("resume"))
         self.session = token
         metrics.hellos.labels("resumed" if resumed else "ok").inc()

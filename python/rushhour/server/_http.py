@@ -14,7 +14,7 @@ from wsproto.utilities import generate_accept_token
 
 from rushhour import auth
 from rushhour._core import RushhourError
-from rushhour.server._connection import RECV_BYTES, Connection
+from rushhour.server._connection import Connection
 
 if TYPE_CHECKING:
     from rushhour.server._app import App
@@ -24,6 +24,9 @@ MAX_HTTP_BODY = 1 << 20
 #: Time allowed to send a complete request.
 REQUEST_TIMEOUT_S = 10.0
 SERVER_HEADER = b"rushhour"
+
+#: Bytes read per receive while the request is parsed.
+RECV_BYTES = 64 << 10
 
 _STATUS_OF_CODE = {
     "bad_request": 400,
