@@ -62,6 +62,10 @@ pub struct Stats {
     pub rooms: u64,
     /// Bytes waiting in all outbound queues.
     pub queued_bytes: u64,
+    /// Replies and pushes waiting for the log's group commit.
+    pub log_waiting: u64,
+    /// Whether the log takes writes (false once a write or fsync failed).
+    pub log_writable: bool,
 }
 
 /// All chat state of one node.
@@ -374,6 +378,8 @@ impl Broker {
             .values()
             .map(|c| c.out.lock().bytes() as u64)
             .sum();
+        s.log_waiting = self.waiting.len() as u64;
+        s.log_writable = self.store.durability().failed().is_none();
         s
     }
 }

@@ -290,6 +290,8 @@ impl Engine {
         d.set_item("bad_frames", s.bad_frames)?;
         d.set_item("rooms", s.rooms)?;
         d.set_item("queued_bytes", s.queued_bytes)?;
+        d.set_item("log_waiting", s.log_waiting)?;
+        d.set_item("log_writable", u64::from(s.log_writable))?;
         Ok(d)
     }
 }

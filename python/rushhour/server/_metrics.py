@@ -19,6 +19,8 @@ _CORE_METRICS = (
     ("deliveries", "rushhour_deliveries", "Frames queued to connections", True),
     ("slow_consumers", "rushhour_slow_consumer_closes", "Connections closed with 4008", True),
     ("bad_frames", "rushhour_bad_frames", "Bad frames received", True),
+    ("log_waiting", "rushhour_log_waiting", "Replies and pushes waiting for the log's group commit", False),
+    ("log_writable", "rushhour_log_writable", "1 while the log takes writes, 0 once a write or fsync failed", False),
 )
 
 
