@@ -18,6 +18,7 @@ use crate::ids::ConnId;
 use crate::inbox::{ConnEvent, Inbox};
 use crate::limits::Limits;
 use crate::outbound::State;
+use crate::reader::Reader;
 use crate::store::MessageStore;
 use crate::writer::Writer;
 
@@ -28,6 +29,7 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Engine {
     broker: Arc<Mutex<Broker>>,
     writer: Arc<Writer>,
+    reader: Reader,
     inbox: Arc<Inbox>,
     clock: Clock,
     close_timeout_ms: u64,
@@ -48,8 +50,6 @@ impl Engine {
         let durability = store.durability().clone();
         let broker = Arc::new(Mutex::new(Broker::new(limits, store)));
         let weak = Arc::downgrade(&broker);
-        let inbox = Arc::new(Inbox::new()?);
-        let weak_for_reads = weak.clone();
         let writer = Arc::new(Writer::spawn(
             clock,
             Box::new(move |conn| {
@@ -60,9 +60,14 @@ impl Engine {
                 lock(&broker).refill(conn, &mut ob);
                 ob.ready
             }),
+        )?);
+        let inbox = Arc::new(Inbox::new()?);
+        let (weak_broker, weak_writer) = (Arc::downgrade(&broker), Arc::downgrade(&writer));
+        let reader = Reader::spawn(
             Box::new(move |conn, data| {
-                let Some(broker) = weak_for_reads.upgrade() else {
-                    return (Vec::new(), Inbound::Closing(close_code::GOING_AWAY));
+                let (Some(broker), Some(writer)) = (weak_broker.upgrade(), weak_writer.upgrade())
+                else {
+                    return Inbound::Closing(close_code::GOING_AWAY);
                 };
                 let now = clock.now();
                 let mut ob = Outbox::new(now.mono_ms, close_timeout_ms);
@@ -73,10 +78,11 @@ impl Engine {
                     b.reap_overflowed(&mut ob);
                     inbound
                 };
-                (ob.ready, inbound)
+                writer.schedule(ob.ready);
+                inbound
             }),
             inbox.clone(),
-        )?);
+        )?;
         // After each group commit: release the replies and fan-out it made durable.
         let (weak_broker, weak_writer) = (Arc::downgrade(&broker), Arc::downgrade(&writer));
         durability.on_durable(Box::new(move || {
@@ -95,6 +101,7 @@ impl Engine {
         Ok(Engine {
             broker,
             writer,
+            reader,
             inbox,
             clock,
             close_timeout_ms,
@@ -126,8 +133,15 @@ impl Engine {
     pub fn attach(&self, fd: Option<OwnedFd>, kind: ConnKind, read: bool) -> io::Result<ConnId> {
         let out = self.with(|b, now, _| b.attach(fd, kind, now));
         let conn = out.conn;
-        if let Err(e) = self.writer.attach(out, read) {
-            self.with(|b, _, _| b.detach(conn));
+        let attached = self.writer.attach(out.clone()).and_then(|()| {
+            if read {
+                self.reader.attach(&out)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = attached {
+            self.detach(conn);
             return Err(e);
         }
         Ok(conn)
@@ -138,7 +152,7 @@ impl Engine {
     pub fn start_reading(&self, conn: ConnId) {
         let out = lock(&self.broker).conns.get(&conn).map(|c| c.out.clone());
         if let Some(out) = out {
-            self.writer.start_reading(&out);
+            self.reader.start_reading(&out);
         }
     }
 
@@ -220,6 +234,7 @@ impl Engine {
             Some(out)
         });
         if let Some(out) = out {
+            self.reader.detach(&out);
             self.writer.detach(&out);
         }
     }

@@ -14,8 +14,8 @@
 //! - [`store`]: the message store interface and its in-memory implementation;
 //!   [`log`]: the durable implementation (segments, group commit, recovery).
 //! - [`limits`]: configurable limits and token buckets.
-//! - [`writer`], [`clock`]: the socket thread (the only writer; the reader of sockets
-//!   handed to it, reporting control frames through the [`inbox`]) and the only clock.
+//! - [`writer`], [`reader`], [`clock`]: the socket threads (the only writer; the reader,
+//!   reporting control frames through the [`inbox`]) and the only clock.
 //! - [`engine`]: broker + writer + clock behind one handle, for the binding.
 
 pub mod broker;
@@ -34,6 +34,7 @@ pub mod limits;
 pub mod log;
 pub mod outbound;
 pub mod pending;
+pub mod reader;
 pub mod resume;
 pub mod room;
 pub mod store;

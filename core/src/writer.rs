@@ -1,18 +1,12 @@
-//! The socket thread: the one thread that writes every attached socket, and reads those
-//! handed to it.
+//! The socket writer: the one thread that writes every attached socket.
 //!
 //! Connections whose queue gained frames are listed as ready; the writer drains each with
 //! one `writev` of everything queued (up to [`MAX_IOV`] frames), so a socket gets one
 //! syscall per wake-up however many messages arrived meanwhile. A socket that says EAGAIN
-//! waits for its writable event (edge-triggered epoll via mio).
-//!
-//! Reading a socket here keeps Python off the per-frame path: bytes go straight into the
-//! broker, hot ops (`send`…) run at once, and only control frames reach Python, through
-//! the [`Inbox`]; the connection is not read meanwhile, so order holds and the inbox
-//! stays bounded. The thread never takes the broker's lock while it holds a queue's
-//! lock, and never calls into Python.
+//! waits for its writable event (edge-triggered epoll via mio). The writer never takes
+//! the broker's lock while it holds a queue's lock, and never calls into Python.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,10 +17,8 @@ use std::time::Duration;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::broker::Inbound;
 use crate::clock::Clock;
 use crate::ids::ConnId;
-use crate::inbox::{ConnEvent, Inbox};
 use crate::outbound::{Outbound, Queue, State};
 
 /// Frames per `writev`: the kernel's IOV_MAX is 1024; 256 frames already fill a socket
@@ -36,23 +28,12 @@ const WAKE: Token = Token(usize::MAX);
 /// How often closing connections are checked against their deadline.
 const DEADLINE_TICK: Duration = Duration::from_millis(200);
 
-/// Bytes read per `read` call.
-const READ_BYTES: usize = 64 << 10;
-/// Reads per socket before the others get their turn.
-const READS_PER_TURN: usize = 4;
-
 /// Called by the writer when a connection replaying history has drained enough for more;
 /// returns the queues that gained frames.
 pub type RefillFn = Box<dyn Fn(ConnId) -> Vec<Arc<Outbound>> + Send + Sync>;
 
-/// Called with bytes read from a connection; returns the queues that gained frames and
-/// what the broker made of the bytes.
-pub type ReadFn = Box<dyn Fn(ConnId, &[u8]) -> (Vec<Arc<Outbound>>, Inbound) + Send + Sync>;
-
 struct Shared {
     ready: Mutex<Vec<Arc<Outbound>>>,
-    /// Sockets to read whether or not epoll says so (reading resumed after a pause).
-    to_read: Mutex<Vec<Arc<Outbound>>>,
     /// True while the writer may be blocked in epoll: only then is a wake-up needed.
     sleeping: AtomicBool,
     stop: AtomicBool,
@@ -77,16 +58,10 @@ impl Writer {
     ///
     /// # Errors
     /// When epoll or the thread cannot be created.
-    pub fn spawn(
-        clock: Clock,
-        refill: RefillFn,
-        on_read: ReadFn,
-        inbox: Arc<Inbox>,
-    ) -> io::Result<Writer> {
+    pub fn spawn(clock: Clock, refill: RefillFn) -> io::Result<Writer> {
         let poll = Poll::new()?;
         let shared = Arc::new(Shared {
             ready: Mutex::new(Vec::new()),
-            to_read: Mutex::new(Vec::new()),
             sleeping: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             waker: Waker::new(poll.registry(), WAKE)?,
@@ -96,58 +71,27 @@ impl Writer {
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("rushhour-writer".into())
-            .spawn(move || {
-                Loop {
-                    shared: thread_shared,
-                    poll,
-                    clock,
-                    refill,
-                    on_read,
-                    inbox,
-                    closing: HashMap::new(),
-                    draining: HashSet::new(),
-                    iov: Vec::with_capacity(MAX_IOV),
-                    rbuf: vec![0; READ_BYTES],
-                }
-                .run()
-            })?;
+            .spawn(move || Loop::new(thread_shared, poll, clock, refill).run())?;
         Ok(Writer {
             shared,
             thread: Some(thread),
         })
     }
 
-    /// Takes over writing `out`'s socket, and reading it when `read` (reading starts
-    /// with [`Writer::start_reading`]).
+    /// Takes over writing `out`'s socket.
     ///
     /// # Errors
     /// When the socket cannot be registered with epoll.
-    pub fn attach(&self, out: Arc<Outbound>, read: bool) -> io::Result<()> {
+    pub fn attach(&self, out: Arc<Outbound>) -> io::Result<()> {
         if let Some(fd) = out.raw_fd() {
-            let interest = if read {
-                Interest::WRITABLE | Interest::READABLE
-            } else {
-                Interest::WRITABLE
-            };
-            out.reads.store(read, Ordering::Release);
-            out.paused.store(true, Ordering::Release);
             self.shared.registry.register(
                 &mut SourceFd(&fd),
                 Token(out.conn.0 as usize),
-                interest,
+                Interest::WRITABLE,
             )?;
         }
         lock(&self.shared.conns).insert(out.conn.0 as usize, out);
         Ok(())
-    }
-
-    /// (Re)starts reading a socket handed over with `read`: after the handshake, and
-    /// after each control frame once it is handled.
-    pub fn start_reading(&self, out: &Arc<Outbound>) {
-        if out.reads.load(Ordering::Acquire) && out.paused.swap(false, Ordering::AcqRel) {
-            lock(&self.shared.to_read).push(out.clone());
-            let _ = self.shared.waker.wake();
-        }
     }
 
     /// Lists queues that gained frames; wakes the thread once if it sleeps.
@@ -199,122 +143,60 @@ impl Drop for Writer {
     }
 }
 
-/// The socket thread's own state.
+/// The writer thread's own state.
 struct Loop {
     shared: Arc<Shared>,
     poll: Poll,
     clock: Clock,
     refill: RefillFn,
-    on_read: ReadFn,
-    inbox: Arc<Inbox>,
     /// Queues with a close under way or a detached session: checked against deadlines.
     closing: HashMap<ConnId, Arc<Outbound>>,
-    /// Closing connections still read (and the bytes dropped) until the peer's end, so
-    /// that unread bytes never turn the close into a reset.
-    draining: HashSet<ConnId>,
     iov: Vec<libc::iovec>,
-    rbuf: Vec<u8>,
 }
 
 impl Loop {
+    fn new(shared: Arc<Shared>, poll: Poll, clock: Clock, refill: RefillFn) -> Self {
+        Loop {
+            shared,
+            poll,
+            clock,
+            refill,
+            closing: HashMap::new(),
+            iov: Vec::with_capacity(MAX_IOV),
+        }
+    }
+
     fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut batch: Vec<Arc<Outbound>> = Vec::new();
-        let mut reads: Vec<Arc<Outbound>> = Vec::new();
         while !self.shared.stop.load(Ordering::SeqCst) {
             std::mem::swap(&mut batch, &mut *lock(&self.shared.ready));
-            reads.append(&mut lock(&self.shared.to_read));
-            // With work at hand, only look for new events; otherwise sleep in epoll.
-            let busy = !batch.is_empty() || !reads.is_empty();
-            self.shared.sleeping.store(!busy, Ordering::SeqCst);
-            let idle = !busy
-                && lock(&self.shared.ready).is_empty()
-                && lock(&self.shared.to_read).is_empty();
-            let timeout = if idle {
-                (!self.closing.is_empty()).then_some(DEADLINE_TICK)
-            } else {
-                Some(Duration::ZERO)
-            };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    eprintln!("rushhour writer: epoll failed: {e}");
+            if batch.is_empty() {
+                self.shared.sleeping.store(true, Ordering::SeqCst);
+                if lock(&self.shared.ready).is_empty() {
+                    let timeout = (!self.closing.is_empty()).then_some(DEADLINE_TICK);
+                    if let Err(e) = self.poll.poll(&mut events, timeout) {
+                        if e.kind() != io::ErrorKind::Interrupted {
+                            eprintln!("rushhour writer: epoll failed: {e}");
+                        }
+                    }
                 }
-            }
-            self.shared.sleeping.store(false, Ordering::SeqCst);
-            let conns = lock(&self.shared.conns);
-            for event in events.iter().filter(|e| e.token() != WAKE) {
-                let Some(out) = conns.get(&event.token().0) else {
-                    continue;
-                };
-                if event.is_writable() || event.is_write_closed() || event.is_error() {
-                    out.lock().blocked = false;
-                    batch.push(out.clone());
+                self.shared.sleeping.store(false, Ordering::SeqCst);
+                let conns = lock(&self.shared.conns);
+                for event in events.iter().filter(|e| e.token() != WAKE) {
+                    if let Some(out) = conns.get(&event.token().0) {
+                        out.lock().blocked = false;
+                        batch.push(out.clone());
+                    }
                 }
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    reads.push(out.clone());
-                }
-            }
-            drop(conns);
-            if idle {
+                drop(conns);
                 self.check_deadlines();
-            }
-            for out in reads.drain(..) {
-                self.read(&out, &mut batch);
             }
             for out in batch.drain(..) {
                 out.scheduled.store(false, Ordering::Release);
                 self.flush(&out);
             }
         }
-    }
-
-    /// Reads what `out`'s socket has (a few reads at most, then the others' turn) into
-    /// the broker; queues that gained frames join `batch`.
-    fn read(&mut self, out: &Arc<Outbound>, batch: &mut Vec<Arc<Outbound>>) {
-        let Some(fd) = out.raw_fd() else { return };
-        let conn = out.conn;
-        for _ in 0..READS_PER_TURN {
-            if out.paused.load(Ordering::Acquire) || out.detached.load(Ordering::Acquire) {
-                return;
-            }
-            // SAFETY: reads into our own buffer of `rbuf.len()` bytes from an open fd.
-            let n = unsafe { libc::read(fd, self.rbuf.as_mut_ptr().cast(), self.rbuf.len()) };
-            if n == 0 {
-                return self.ended(out);
-            }
-            if n < 0 {
-                match io::Error::last_os_error().kind() {
-                    io::ErrorKind::WouldBlock => return,
-                    io::ErrorKind::Interrupted => continue,
-                    _ => return self.ended(out),
-                }
-            }
-            if self.draining.contains(&conn) {
-                continue;
-            }
-            let (ready, inbound) = (self.on_read)(conn, &self.rbuf[..n as usize]);
-            batch.extend(ready);
-            match inbound {
-                Inbound::Idle => {}
-                Inbound::Control(text) => {
-                    out.paused.store(true, Ordering::Release);
-                    self.inbox.push(conn, ConnEvent::Control(text));
-                    return;
-                }
-                Inbound::Closing(code) => {
-                    self.draining.insert(conn);
-                    self.inbox.push(conn, ConnEvent::Closing(code));
-                }
-            }
-        }
-        lock(&self.shared.to_read).push(out.clone());
-    }
-
-    /// The peer ended the stream (or the socket failed): stop reading, tell Python.
-    fn ended(&mut self, out: &Arc<Outbound>) {
-        out.paused.store(true, Ordering::Release);
-        self.draining.remove(&out.conn);
-        self.inbox.push(out.conn, ConnEvent::Ended);
     }
 
     /// Writes what `out` has queued, as far as the socket takes it.
@@ -434,6 +316,5 @@ impl Loop {
             }
         }
         self.closing.remove(&out.conn);
-        self.draining.remove(&out.conn);
     }
 }
