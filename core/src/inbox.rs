@@ -1,4 +1,4 @@
-//! What the socket thread tells the control plane: control frames it read (hello,
+//! What the reader thread tells the control plane: control frames it read (hello,
 //! meetings…), connections closing, connections whose peer went away. One queue for all
 //! connections and one eventfd, so Python waits on a single file descriptor however many
 //! sockets the core reads.

@@ -277,7 +277,7 @@ pub struct Outbound {
     pub scheduled: AtomicBool,
     /// The session is gone: the writer closes the socket once the queue is flushed.
     pub detached: AtomicBool,
-    /// The socket thread reads this socket too (else the control plane feeds it).
+    /// The reader thread reads this socket (else the control plane feeds it).
     pub reads: AtomicBool,
     /// Reading waits: a control frame is with the control plane, or the stream ended.
     pub paused: AtomicBool,
