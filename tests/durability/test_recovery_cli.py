@@ -6,7 +6,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from websockets.sync.client import connect as ws_connect
 
@@ -79,5 +81,34 @@ def test_a_damaged_sealed_segment_needs_repair(tmp_path: Path) -> None:
         kept = _replay(srv, "general")
         assert kept[-1] == 299, "the segments after the damage are kept"
         assert kept == list(range(kept[0], 300)), "a contiguous run is served"
+    finally:
+        assert srv.stop() == 0
+
+
+def test_retention_by_age_moves_first_seq_and_seqs_go_on_after_restart(tmp_path: Path) -> None:
+    args = (*SMALL_SEGMENTS, "--retention", "1s", "--heartbeat-ms", "200")
+    srv = start_server(tmp_path, *args)
+    try:
+        _send_many(srv, "old", 200)
+        with ws_connect(srv.url) as ws:
+            hello(ws, srv.token("bob", "acme"))
+            deadline = time.monotonic() + 20
+            reply: dict[str, Any] = {}
+            while time.monotonic() < deadline:
+                reply = request(ws, {"op": "subscribe", "id": 1, "room": "old", "since": 0})
+                if reply["first_seq"] == 201 and _segments(tmp_path)[0].name != "0000000001.log":
+                    break
+                time.sleep(0.2)
+            assert (reply["first_seq"], reply["last_seq"], reply.get("truncated")) == (201, 200, True)
+            assert _segments(tmp_path)[0].name != "0000000001.log", "the dead segment was deleted"
+    finally:
+        assert srv.stop() == 0
+    srv = start_server(tmp_path, *args)
+    try:
+        with ws_connect(srv.url) as ws:
+            hello(ws, srv.token("alice", "acme"))
+            reply = request(ws, {"op": "send", "id": 1, "room": "old", "cid": "after", "body": {}})
+            assert reply["seq"] == 201, "seqs never restart, even with nothing retained"
+            assert request(ws, {"op": "send", "id": 2, "room": "old", "cid": "c3", "body": {}})["duplicate"] is False
     finally:
         assert srv.stop() == 0

@@ -168,6 +168,8 @@ pub struct Appender {
     segment: u32,
     segment_len: u32,
     last: Lsn,
+    /// The last record of the previous segments.
+    sealed_last: Lsn,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -201,6 +203,7 @@ impl Appender {
             segment,
             segment_len: len.max(MAGIC.len() as u32),
             last: 0,
+            sealed_last: 0,
             thread: Some(thread),
         })
     }
@@ -220,6 +223,12 @@ impl Appender {
         self.segment
     }
 
+    /// Whether every record of the segments before the current one is on disk (so none
+    /// of them is still to be written).
+    pub fn sealed_are_durable(&self) -> bool {
+        self.durability.durable() >= self.sealed_last
+    }
+
     /// Queues one encoded record; returns its position and where it will be.
     ///
     /// # Errors
@@ -234,6 +243,7 @@ impl Appender {
         {
             self.segment += 1;
             self.segment_len = MAGIC.len() as u32;
+            self.sealed_last = self.last;
         }
         let loc = segment::Loc::new(self.segment, self.segment_len);
         self.segment_len += len;

@@ -288,6 +288,9 @@ impl Log {
                 }
             }
         }
+        if !self.appender.sealed_are_durable() {
+            return Ok(()); // A sealed segment may still be written to: next time.
+        }
         let current = self.appender.segment();
         let live = self
             .rooms
