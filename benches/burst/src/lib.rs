@@ -7,14 +7,16 @@
 //! Layout:
 //! - [`cli`]: the command line, one subcommand per scenario.
 //! - [`client`]: the protocol client — handshake, frames, field scanning.
+//! - [`nats`]: a minimal NATS client, to load JetStream the same way.
 //! - [`token`]: HS256 tokens for `hello`.
 //! - [`seq`]: the per-subscriber order check.
 //! - [`stats`]: latency histograms and CPU accounting.
-//! - [`scenario`]: the scenarios (`fanout`).
+//! - [`scenario`]: the scenarios (`fanout`, `publish`).
 //! - [`report`]: tables and JSON.
 
 pub mod cli;
 pub mod client;
+pub mod nats;
 pub mod report;
 pub mod scenario;
 pub mod seq;

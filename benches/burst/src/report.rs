@@ -173,3 +173,158 @@ impl FanoutReport {
         t
     }
 }
+
+/// The results of one `publish` run.
+#[derive(Debug, Serialize)]
+pub struct PublishReport {
+    /// Always `"publish"`.
+    pub scenario: &'static str,
+    /// `"rushhour"` or `"nats"`.
+    pub target: &'static str,
+    /// The server's URL.
+    pub url: String,
+    /// Publisher connections.
+    pub connections: u32,
+    /// Sends kept in flight, in all.
+    pub inflight: u32,
+    /// Rooms (subjects) the sends rotate over.
+    pub rooms: u32,
+    /// Encoded body length.
+    pub body_bytes: u32,
+    /// NATS: whether each publish carried a `Nats-Msg-Id` (JetStream de-duplication).
+    pub msg_id: bool,
+    /// NATS: the stream's configuration as the server reported it on creation.
+    pub stream: Option<serde_json::Value>,
+    /// Seconds of load before the measurement.
+    pub warmup_s: f64,
+    /// Seconds actually measured.
+    pub duration_s: f64,
+    /// Seconds to connect everyone (and create the stream).
+    pub setup_s: f64,
+    /// Seconds from the end of the measurement until the last ack or the drain limit.
+    pub drain_s: f64,
+    /// Acks read inside the window.
+    pub acked: u64,
+    /// … per second.
+    pub acked_per_s: f64,
+    /// Acks in all, warm-up and drain included.
+    pub acked_total: u64,
+    /// Sends written in all, retries included.
+    pub sent_total: u64,
+    /// Latency from writing a send to reading its ack (first try to final ack).
+    pub ack_latency: LatencySummary,
+    /// `rate_limited`/`overloaded` answers, retried.
+    pub rate_limited: u64,
+    /// Acks flagged duplicate.
+    pub duplicates: u64,
+    /// Sends refused for good.
+    pub send_errors: u64,
+    /// Sends unanswered at the end.
+    pub abandoned: u64,
+    /// Connections lost during the run.
+    pub lost_connections: u64,
+    /// … by close code or kind of failure.
+    pub lost_by: BTreeMap<String, u64>,
+    /// The first errors, verbatim.
+    pub errors: Vec<String>,
+    /// CPU seconds (user + system) of the generator during the window.
+    pub generator_cpu_s: f64,
+    /// … as cores busy.
+    pub generator_cores: f64,
+    /// … per ack, in microseconds.
+    pub generator_cpu_us_per_ack: f64,
+    /// CPU seconds of `--server-pid` during the window.
+    pub server_cpu_s: Option<f64>,
+    /// … as cores busy.
+    pub server_cores: Option<f64>,
+    /// … per ack, in microseconds.
+    pub server_cpu_us_per_ack: Option<f64>,
+    /// Cores the whole machine kept busy during the window.
+    pub machine_cores: Option<f64>,
+    /// … of which neither the generator nor `--server-pid`.
+    pub other_cores: Option<f64>,
+    /// Some acks, and no connection lost, no send refused or left unanswered.
+    pub ok: bool,
+}
+
+impl PublishReport {
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let ms = |us: u64| us as f64 / 1000.0;
+        let _ = writeln!(
+            t,
+            "publish ({}): {} connections, {} in flight, {} rooms, {} B bodies{}, {:.1} s measured after {:.1} s warm-up",
+            self.target,
+            self.connections,
+            self.inflight,
+            self.rooms,
+            self.body_bytes,
+            if self.msg_id { ", Nats-Msg-Id" } else { "" },
+            self.duration_s,
+            self.warmup_s
+        );
+        let _ = writeln!(
+            t,
+            "{:<22} {:>12.0} /s   ({} in all)",
+            "acked", self.acked_per_s, self.acked
+        );
+        let l = &self.ack_latency;
+        let _ = writeln!(
+            t,
+            "{:<22} p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms   (n={})",
+            "send -> ack",
+            ms(l.p50_us),
+            ms(l.p90_us),
+            ms(l.p99_us),
+            ms(l.max_us),
+            l.count
+        );
+        let _ = writeln!(
+            t,
+            "{:<22} rate-limited {}, duplicates {}, errors {}, unanswered {}, connections lost {}",
+            "trouble",
+            self.rate_limited,
+            self.duplicates,
+            self.send_errors,
+            self.abandoned,
+            self.lost_connections
+        );
+        let _ = writeln!(
+            t,
+            "{:<22} {:.2} s = {:.2} cores, {:.2} us per ack",
+            "generator cpu",
+            self.generator_cpu_s,
+            self.generator_cores,
+            self.generator_cpu_us_per_ack
+        );
+        if let (Some(s), Some(c), Some(a)) = (
+            self.server_cpu_s,
+            self.server_cores,
+            self.server_cpu_us_per_ack,
+        ) {
+            let _ = writeln!(
+                t,
+                "{:<22} {s:.2} s = {c:.2} cores, {a:.2} us per ack",
+                "server cpu"
+            );
+        }
+        if let (Some(m), Some(o)) = (self.machine_cores, self.other_cores) {
+            let _ = writeln!(
+                t,
+                "{:<22} {m:.2} cores busy, {o:.2} of them other processes",
+                "machine"
+            );
+        }
+        let _ = writeln!(
+            t,
+            "{:<22} set-up {:.2} s, drain {:.2} s",
+            "timing", self.setup_s, self.drain_s
+        );
+        for e in &self.errors {
+            let _ = writeln!(t, "error: {e}");
+        }
+        let _ = writeln!(t, "{}", if self.ok { "OK" } else { "FAILED" });
+        t
+    }
+}

@@ -119,7 +119,9 @@ async fn run_against(room: &Arc<Room>) -> rushhour_burst::report::FanoutReport {
         "127.0.0.1,127.0.0.2",
     ])
     .unwrap();
-    let Command::Fanout(args) = cli.command;
+    let Command::Fanout(args) = cli.command else {
+        panic!("not fanout")
+    };
     let local = tokio::task::LocalSet::new();
     let report = tokio::time::timeout(Duration::from_secs(30), local.run_until(fanout::run(&args)))
         .await

@@ -100,6 +100,22 @@ pub fn parse_u64(bytes: &[u8]) -> Option<u64> {
     }
 }
 
+/// Writes `n` in decimal, the inverse of [`parse_u64`] (no `fmt` machinery on the
+/// per-message path).
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 fn skip_ws(bytes: &[u8]) -> &[u8] {
     let n = bytes
         .iter()
@@ -166,5 +182,11 @@ mod tests {
             parse_u64(b"1844674407370955161,"),
             Some(1_844_674_407_370_955_161)
         );
+        for n in [0, 9, 10, 1234, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+            assert_eq!(parse_u64(&out), Some(n));
+        }
     }
 }

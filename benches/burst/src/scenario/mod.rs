@@ -6,12 +6,12 @@
 //! stays on one core of a machine it shares with the server.
 
 pub mod fanout;
+pub mod publish;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::cli::ConnectArgs;
-use crate::client::Target;
 use crate::stats::{machine_busy, own_cpu, pid_cpu};
 
 /// File descriptors kept free beyond one per connection (stdio, the runtime's epoll
@@ -22,9 +22,13 @@ const SPARE_FDS: u64 = 32;
 ///
 /// # Errors
 /// A message saying which check failed.
-pub fn preflight(connect: &ConnectArgs, target: &Target, connections: usize) -> Result<(), String> {
+pub fn preflight(
+    connect: &ConnectArgs,
+    target: SocketAddr,
+    connections: usize,
+) -> Result<(), String> {
     if !connect.allow_remote {
-        let outside = std::iter::once(target.addr.ip())
+        let outside = std::iter::once(target.ip())
             .chain(connect.sources.iter().copied())
             .find(|ip| !ip.is_loopback());
         if let Some(ip) = outside {

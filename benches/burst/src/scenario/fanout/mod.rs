@@ -171,7 +171,7 @@ pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, String> {
         return Err("--duration must be positive".into());
     }
     let target = Rc::new(Target::parse(&args.connect.url)?);
-    preflight(&args.connect, &target, args.subscribers + 1)?;
+    preflight(&args.connect, target.addr, args.subscribers + 1)?;
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -203,7 +203,7 @@ pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, String> {
                 hello,
                 subscribe: Rc::clone(&subscribe),
             };
-            match args.connect.client {
+            match args.client {
                 ClientKind::Raw => tokio::task::spawn_local(sub.run_raw()),
                 ClientKind::Tungstenite => tokio::task::spawn_local(sub.run_tungstenite()),
             }
@@ -304,7 +304,7 @@ pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, String> {
     Ok(FanoutReport {
         scenario: "fanout",
         url: args.connect.url.clone(),
-        client: format!("{:?}", args.connect.client).to_lowercase(),
+        client: format!("{:?}", args.client).to_lowercase(),
         subscribers: args.subscribers,
         body_bytes: args.body_bytes,
         window: args.window,
