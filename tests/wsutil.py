@@ -108,7 +108,8 @@ def ws_connect(url: str, **kwargs: Any) -> ClientConnection:
     """A `websockets` client with test-friendly timeouts."""
     kwargs.setdefault("open_timeout", 10)
     kwargs.setdefault("close_timeout", 5)
-    return connect(url, **kwargs)
+    ws: ClientConnection = connect(url, **kwargs)
+    return ws
 
 
 def request(ws: ClientConnection, frame: dict[str, Any], timeout: float = 10) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Durability tests: crashes, resumes and write failures against a real server."""
