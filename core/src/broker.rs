@@ -94,7 +94,8 @@ impl Broker {
             let room = rooms.get_mut(id);
             room.last_seq = recovered.last_seq;
             room.appended = recovered.last_seq;
-            room.members.extend(recovered.members);
+            room.members
+                .extend(recovered.members.into_iter().map(|(user, _, _)| user));
         }
         Broker {
             limits,
@@ -353,7 +354,12 @@ impl Broker {
         for id in &idle {
             self.close(*id, close_code::NORMAL, "idle timeout", true, ob);
         }
-        if let Err(e) = self.store.maintain(now.wall_ms) {
+        let rooms = &self.rooms;
+        let members = |room: crate::ids::RoomId| -> Vec<crate::store::MemberState> {
+            let r = rooms.get(room);
+            r.members.iter().map(|u| (u.clone(), 0, 0)).collect()
+        };
+        if let Err(e) = self.store.maintain(now.wall_ms, &members) {
             eprintln!("rushhour: log upkeep: {e}");
         }
         self.reap_overflowed(ob);

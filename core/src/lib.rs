@@ -48,7 +48,7 @@ pub use error::{Error, Result};
 pub use ids::{ConnId, RoomId, Seq};
 pub use limits::Limits;
 pub use log::{FsyncPolicy, Log, LogOptions, RecoveryError};
-pub use store::{MemoryStore, MessageStore, RecoveredRoom, StoredMessage};
+pub use store::{MemberState, MemoryStore, MessageStore, RecoveredRoom, StoredMessage};
 
 /// The crate's version, for `rushhour.__version__`.
 pub fn version() -> &'static str {

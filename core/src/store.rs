@@ -22,9 +22,12 @@ pub struct RecoveredRoom {
     pub name: Arc<str>,
     /// Seq of its newest message.
     pub last_seq: Seq,
-    /// Its members.
-    pub members: Vec<Arc<str>>,
+    /// Its members with their cursors.
+    pub members: Vec<MemberState>,
 }
+
+/// A member of a room and its receipt cursors: (user, delivered up to, read up to).
+pub type MemberState = (Arc<str>, u64, u64);
 
 /// One message as stored: its identity and the encoded `msg` frame.
 #[derive(Clone, Debug)]
@@ -93,6 +96,19 @@ pub trait MessageStore: Send {
         joined: bool,
     ) -> Result<Lsn>;
 
+    /// Records a member's receipt cursors `(delivered, read)`.
+    ///
+    /// # Errors
+    /// `Internal` when the store cannot write.
+    fn cursor(
+        &mut self,
+        room: RoomId,
+        tenant: &Arc<str>,
+        name: &Arc<str>,
+        user: &str,
+        cursors: (u64, u64),
+    ) -> Result<Lsn>;
+
     /// Messages of `room` with `from <= seq <= to`, ascending; those no longer retained
     /// are skipped. Callers keep `to - from` small (a page or a replay batch).
     fn range(&self, room: RoomId, from: Seq, to: Seq) -> Vec<StoredMessage>;
@@ -106,11 +122,16 @@ pub trait MessageStore: Send {
     /// The durable position writes wait for, and the store's failure if it has one.
     fn durability(&self) -> &Arc<Durability>;
 
-    /// Periodic upkeep: retention by age, removal of dead files.
+    /// Periodic upkeep: retention by age, removal of dead files (`members` gives a
+    /// room's current members and cursors, for what must outlive those files).
     ///
     /// # Errors
     /// `Internal` when the store cannot write.
-    fn maintain(&mut self, _now_wall_ms: u64) -> Result<()> {
+    fn maintain(
+        &mut self,
+        _now_wall_ms: u64,
+        _members: &dyn Fn(RoomId) -> Vec<MemberState>,
+    ) -> Result<()> {
         Ok(())
     }
 }
@@ -183,6 +204,17 @@ impl MessageStore for MemoryStore {
         _name: &Arc<str>,
         _user: &str,
         _joined: bool,
+    ) -> Result<Lsn> {
+        Ok(self.written())
+    }
+
+    fn cursor(
+        &mut self,
+        _room: RoomId,
+        _tenant: &Arc<str>,
+        _name: &Arc<str>,
+        _user: &str,
+        _cursors: (u64, u64),
     ) -> Result<Lsn> {
         Ok(self.written())
     }

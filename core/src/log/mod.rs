@@ -14,7 +14,7 @@ pub mod recovery;
 pub mod segment;
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 use crate::frames;
 use crate::ids::{RoomId, Seq};
-use crate::store::{MessageStore, RecoveredRoom, StoredMessage};
+use crate::store::{MemberState, MessageStore, RecoveredRoom, StoredMessage};
 
 pub use commit::{Durability, FsyncPolicy, Lsn};
 use record::Record;
@@ -82,9 +82,8 @@ struct RoomLog {
     window: VecDeque<StoredMessage>,
     /// Dedupe key of (from, cid) → seq, for every retained message.
     cids: HashMap<u64, Seq>,
-    members: HashSet<Arc<str>>,
-    /// Oldest segment holding a record that recovery needs for this room's seq counter
-    /// or members; segments before it can go once no retained message is in them.
+    /// Oldest segment holding a record that recovery needs for this room's seq counter,
+    /// members or cursors; segments before it can go once no retained message is in them.
     state_segment: u32,
 }
 
@@ -98,7 +97,6 @@ impl RoomLog {
             entries: VecDeque::new(),
             window: VecDeque::new(),
             cids: HashMap::new(),
-            members: HashSet::new(),
             state_segment: segment,
         }
     }
@@ -155,13 +153,17 @@ impl Log {
             opts: &opts,
             hasher: RandomState::new(),
             rooms: Vec::new(),
+            members: Vec::new(),
             index: HashMap::new(),
             gaps: Vec::new(),
         };
         let mut report = recovery::recover(dir, opts.repair, |r, loc| state.apply(r, loc))?;
         report.cuts.append(&mut state.gaps);
         let Recovering {
-            hasher, mut rooms, ..
+            hasher,
+            mut rooms,
+            members,
+            ..
         } = state;
         if let Some(age) = opts.retention_ms {
             for room in &mut rooms {
@@ -170,11 +172,12 @@ impl Log {
         }
         let recovered = rooms
             .iter()
-            .map(|r| RecoveredRoom {
+            .zip(members)
+            .map(|(r, members)| RecoveredRoom {
                 tenant: r.tenant.clone(),
                 name: r.name.clone(),
                 last_seq: r.last_seq,
-                members: r.members.iter().cloned().collect(),
+                members: members.into_iter().map(|(u, (d, r))| (u, d, r)).collect(),
             })
             .collect();
         let (segment, len) = report.tail;
@@ -271,10 +274,11 @@ impl Log {
         }
     }
 
-    /// Drops sealed segments that hold no retained message. The room counters and
-    /// memberships recorded only there are appended again first, and the files go at a
-    /// later call, once those copies are durable (never waiting under the broker's lock).
-    fn drop_dead_segments(&mut self) -> Result<()> {
+    /// Drops sealed segments that hold no retained message. The room counters,
+    /// memberships and cursors recorded only there are appended again first (`members`
+    /// gives a room's current ones), and the files go at a later call, once those copies
+    /// are durable (never waiting under the broker's lock).
+    fn drop_dead_segments(&mut self, members: &dyn Fn(RoomId) -> Vec<MemberState>) -> Result<()> {
         if let Some((segments, lsn)) = self.doomed.take() {
             if self.appender.durability().durable() < lsn {
                 self.doomed = Some((segments, lsn));
@@ -313,18 +317,26 @@ impl Log {
                 continue;
             }
             let (tenant, name, last_seq) = (r.tenant.clone(), r.name.clone(), r.last_seq.0);
-            let members: Vec<Arc<str>> = r.members.iter().cloned().collect();
             self.push(&Record::Room {
                 tenant: &tenant,
                 room: &name,
                 last_seq,
             })?;
-            for user in members {
+            for (user, delivered, read) in members(RoomId(i as u32)) {
+                let (tenant, room, user) = (&*tenant, &*name, &*user);
+                let joined = true;
                 self.push(&Record::Member {
-                    tenant: &tenant,
-                    room: &name,
-                    user: &user,
-                    joined: true,
+                    tenant,
+                    room,
+                    user,
+                    joined,
+                })?;
+                self.push(&Record::Cursor {
+                    tenant,
+                    room,
+                    user,
+                    delivered,
+                    read,
                 })?;
             }
             self.rooms[i].state_segment = self.appender.segment();
@@ -384,18 +396,33 @@ impl MessageStore for Log {
         user: &str,
         joined: bool,
     ) -> Result<Lsn> {
+        self.room(room, tenant, name);
         let (lsn, _) = self.push(&Record::Member {
             tenant,
             room: name,
             user,
             joined,
         })?;
-        let r = self.room(room, tenant, name);
-        if joined {
-            r.members.insert(user.into());
-        } else {
-            r.members.remove(user);
-        }
+        Ok(lsn)
+    }
+
+    fn cursor(
+        &mut self,
+        room: RoomId,
+        tenant: &Arc<str>,
+        name: &Arc<str>,
+        user: &str,
+        (delivered, read): (u64, u64),
+    ) -> Result<Lsn> {
+        self.room(room, tenant, name);
+        let (tenant, room) = (&**tenant, &**name);
+        let (lsn, _) = self.push(&Record::Cursor {
+            tenant,
+            room,
+            user,
+            delivered,
+            read,
+        })?;
         Ok(lsn)
     }
 
@@ -450,13 +477,17 @@ impl MessageStore for Log {
         self.appender.durability()
     }
 
-    fn maintain(&mut self, now_wall_ms: u64) -> Result<()> {
+    fn maintain(
+        &mut self,
+        now_wall_ms: u64,
+        members: &dyn Fn(RoomId) -> Vec<MemberState>,
+    ) -> Result<()> {
         if let Some(age) = self.opts.retention_ms {
             for r in &mut self.rooms {
                 r.trim_older_than(now_wall_ms.saturating_sub(age));
             }
         }
-        self.drop_dead_segments()
+        self.drop_dead_segments(members)
     }
 }
 
@@ -465,6 +496,8 @@ struct Recovering<'a> {
     opts: &'a LogOptions,
     hasher: RandomState,
     rooms: Vec<RoomLog>,
+    /// Per room (same index), members and their (delivered, read) cursors.
+    members: Vec<HashMap<Arc<str>, (u64, u64)>>,
     index: HashMap<(Arc<str>, Arc<str>), usize>,
     gaps: Vec<String>,
 }
@@ -477,6 +510,7 @@ impl Recovering<'_> {
         }
         self.rooms
             .push(RoomLog::new(key.0.clone(), key.1.clone(), segment));
+        self.members.push(HashMap::new());
         self.index.insert(key, self.rooms.len() - 1);
         self.rooms.len() - 1
     }
@@ -540,9 +574,19 @@ impl Recovering<'_> {
             }
             Record::Member { user, joined, .. } => {
                 if joined {
-                    room.members.insert(user.into());
+                    self.members[i].entry(user.into()).or_insert((0, 0));
                 } else {
-                    room.members.remove(user);
+                    self.members[i].remove(user);
+                }
+            }
+            Record::Cursor {
+                user,
+                delivered,
+                read,
+                ..
+            } => {
+                if let Some(c) = self.members[i].get_mut(user) {
+                    *c = (c.0.max(delivered), c.1.max(read));
                 }
             }
             Record::Room { last_seq, .. } => {

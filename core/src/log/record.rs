@@ -13,6 +13,7 @@ pub const MAX_RECORD: usize = 4 << 20;
 const KIND_MESSAGE: u8 = 1;
 const KIND_MEMBER: u8 = 2;
 const KIND_ROOM: u8 = 3;
+const KIND_CURSOR: u8 = 4;
 
 /// One state change of the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +41,14 @@ pub enum Record<'a> {
         tenant: &'a str,
         room: &'a str,
         last_seq: u64,
+    },
+    /// A member's receipt cursors (delivered up to, read up to).
+    Cursor {
+        tenant: &'a str,
+        room: &'a str,
+        user: &'a str,
+        delivered: u64,
+        read: u64,
     },
 }
 
@@ -122,6 +131,20 @@ impl Record<'_> {
                 put_str(out, room);
                 out.extend_from_slice(&last_seq.to_le_bytes());
             }
+            Record::Cursor {
+                tenant,
+                room,
+                user,
+                delivered,
+                read,
+            } => {
+                out.push(KIND_CURSOR);
+                put_str(out, tenant);
+                put_str(out, room);
+                put_str(out, user);
+                out.extend_from_slice(&delivered.to_le_bytes());
+                out.extend_from_slice(&read.to_le_bytes());
+            }
         }
         let len = (out.len() - start - HEADER) as u32;
         let crc = crc32c::crc32c(&out[start + HEADER..]);
@@ -135,7 +158,8 @@ impl Record<'_> {
         match *self {
             Record::Message { tenant, room, .. }
             | Record::Member { tenant, room, .. }
-            | Record::Room { tenant, room, .. } => (tenant, room),
+            | Record::Room { tenant, room, .. }
+            | Record::Cursor { tenant, room, .. } => (tenant, room),
         }
     }
 }
@@ -231,6 +255,13 @@ impl<'a> Fields<'a> {
                 room: self.str()?,
                 last_seq: self.u64()?,
             },
+            KIND_CURSOR => Record::Cursor {
+                tenant: self.str()?,
+                room: self.str()?,
+                user: self.str()?,
+                delivered: self.u64()?,
+                read: self.u64()?,
+            },
             _ => return None,
         };
         self.0.is_empty().then_some(record)
@@ -268,6 +299,13 @@ mod tests {
                 tenant: "acme",
                 room: "general",
                 last_seq: 7,
+            },
+            Record::Cursor {
+                tenant: "acme",
+                room: "general",
+                user: "bob",
+                delivered: 9,
+                read: 8,
             },
         ];
         let mut buf = Vec::new();

@@ -95,6 +95,13 @@ fn messages_members_and_seqs_survive_a_restart() {
         log.member(RoomId(0), &name("acme"), &name("r0"), "carol", false)
             .unwrap();
         fill(&mut log, 3, 50);
+        let bob = (&name("acme"), &name("r0"), "bob");
+        log.cursor(RoomId(0), bob.0, bob.1, bob.2, (40, 30))
+            .unwrap();
+        let lsn = log
+            .cursor(RoomId(0), bob.0, bob.1, bob.2, (20, 35))
+            .unwrap();
+        log.durability().wait(lsn, Duration::from_secs(10)).unwrap();
     }
     let mut log = open(dir.path(), options());
     assert!(log.report().cuts.is_empty());
@@ -105,7 +112,11 @@ fn messages_members_and_seqs_survive_a_restart() {
     let rooms = log.recovered();
     assert_eq!(rooms.len(), 3);
     assert_eq!(rooms[0].last_seq, Seq(50));
-    assert_eq!(rooms[0].members, vec![name("bob")]);
+    assert_eq!(
+        rooms[0].members,
+        vec![(name("bob"), 40, 35)],
+        "cursors never go back"
+    );
     // Replay reads the old part from disk and the newest from the window.
     assert_eq!(seqs(&log, 2), (1..=50).collect::<Vec<_>>());
     let m = &log.range(RoomId(1), Seq(7), Seq(7))[0];
@@ -241,11 +252,12 @@ fn retention_keeps_the_newest_and_dead_segments_go() {
             "dedupe follows retention"
         );
         let before = segment::list(dir.path()).unwrap().len();
-        log.maintain(0).unwrap();
+        let members = |_| vec![(name("bob"), 7, 6)];
+        log.maintain(0, &members).unwrap();
         log.durability()
             .wait(log.appender.last(), Duration::from_secs(10))
             .unwrap();
-        log.maintain(0).unwrap();
+        log.maintain(0, &members).unwrap();
         let after = segment::list(dir.path()).unwrap().len();
         assert!(after < before, "{before} -> {after} segments");
     }
@@ -253,7 +265,7 @@ fn retention_keeps_the_newest_and_dead_segments_go() {
     let room = &log.recovered()[0];
     assert_eq!(
         (room.last_seq, room.members.clone()),
-        (Seq(300), vec![name("bob")])
+        (Seq(300), vec![(name("bob"), 7, 6)])
     );
     assert_eq!(seqs(&log, 0), (281..=300).collect::<Vec<_>>());
 }
