@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import socket
 import struct
+import time
+import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
@@ -132,3 +136,102 @@ def recv_op(ws: ClientConnection, op: str, timeout: float = 10) -> dict[str, Any
 def hello(ws: ClientConnection, token: str, **extra: Any) -> dict[str, Any]:
     ws.send(json.dumps({"op": "hello", "token": token, **extra}))
     return json.loads(ws.recv(timeout=10))  # type: ignore[no-any-return]
+
+
+def frames_until(
+    ws: ClientConnection, match: Callable[[dict[str, Any]], bool], timeout: float = 10
+) -> list[dict[str, Any]]:
+    """Every frame received up to and including the first one that `match`es.
+
+    Raises:
+        TimeoutError: None matched within `timeout` seconds in all.
+    """
+    deadline = time.monotonic() + timeout
+    frames: list[dict[str, Any]] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"no matching frame within {timeout} s; got {frames}")
+        frames.append(json.loads(ws.recv(timeout=remaining)))
+        if match(frames[-1]):
+            return frames
+
+
+#: Ids (and cids) of `tick` messages: unique within the test process.
+_TICK_IDS = itertools.count(10**9)
+
+
+def tick(ws: ClientConnection, user: str, room: str, timeout: float = 10) -> list[dict[str, Any]]:
+    """Sends a message to `room` and returns every frame up to the `receipts` push that
+    carries the sender's own cursor at the new seq (the room must get receipt pushes).
+
+    That push comes from a flush later than anything the caller did before: once two
+    ticks have returned, every push of the flush that followed those actions was read.
+    """
+    rid = next(_TICK_IDS)
+    ws.send(json.dumps({"op": "send", "id": rid, "room": room, "cid": f"tick-{rid}", "body": "tick"}))
+    frames = frames_until(ws, lambda f: f.get("id") == rid, timeout)
+    assert frames[-1]["op"] == "reply", frames[-1]
+    seq = frames[-1]["seq"]
+
+    def is_mark(f: dict[str, Any]) -> bool:
+        return (
+            f["op"] == "receipts"
+            and f["room"] == room
+            and {"user": user, "delivered": seq, "read": seq} in f["updates"]
+        )
+
+    return frames + frames_until(ws, is_mark, timeout)
+
+
+def metric(http_base: str, name: str) -> float:
+    """The value of an unlabelled metric of `GET /metrics`."""
+    with urllib.request.urlopen(http_base + "/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise KeyError(name)
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10, what: str = "condition") -> None:
+    """Polls `check` until it holds, for at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not hold within {timeout} s")
+        time.sleep(0.01)
+
+
+def all_pages(ws: ClientConnection, op: str, room: str, seq: int, limit: int | None) -> list[list[str]]:
+    """Every page of `read_by` / `unread_by` (`limit` None: the default, 100), following
+    `next`, checking each page's shape on the way."""
+    pages: list[list[str]] = []
+    after: str | None = None
+    while True:
+        frame: dict[str, Any] = {"op": op, "id": 5, "room": room, "seq": seq}
+        if limit is not None:
+            frame["limit"] = limit
+        if after is not None:
+            frame["after"] = after
+        reply = request(ws, frame)
+        assert reply == {"op": "reply", "id": 5, "ok": True, "users": reply["users"], "next": reply["next"]}, reply
+        users = reply["users"]
+        assert users == sorted(users) and len(set(users)) == len(users)
+        assert after is None or all(u > after for u in users)
+        assert len(users) <= (100 if limit is None else limit)
+        pages.append(users)
+        if reply["next"] is None:
+            return pages
+        # `next` is the last user of a full page.
+        assert users and reply["next"] == users[-1] and len(users) == (100 if limit is None else limit), reply
+        after = reply["next"]
+        assert len(pages) < 1000, "pages never end"
+
+
+def expected_pages(matching: list[str], limit: int) -> list[list[str]]:
+    """Pages of `limit` of the sorted `matching`; `next` is null on the page that ends
+    them, so an exact multiple of `limit` ends without an empty page."""
+    matching = sorted(matching)
+    if not matching:
+        return [[]]
+    return [matching[i : i + limit] for i in range(0, len(matching), limit)]

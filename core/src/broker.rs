@@ -15,7 +15,7 @@ use crate::conn::{Conn, ConnKind, Session};
 use crate::error::{Error, Result};
 use crate::fanout::Outbox;
 use crate::frames;
-use crate::ids::ConnId;
+use crate::ids::{ConnId, RoomId};
 use crate::inbound::{ClientFrame, ParseError};
 use crate::limits::{Limits, TokenBucket};
 use crate::log::Lsn;
@@ -81,6 +81,12 @@ pub struct Broker {
     pub(crate) last_lsn: Lsn,
     /// Subscriptions of ended connections, for `hello.resume`.
     pub(crate) parked: crate::resume::Parked,
+    /// Rooms of each (tenant, user), for `unread` and presence.
+    pub(crate) memberships: HashMap<(Arc<str>, Arc<str>), std::collections::HashSet<RoomId>>,
+    /// Open connections of each online (tenant, user).
+    pub(crate) online: HashMap<(Arc<str>, Arc<str>), u32>,
+    /// Rooms with receipt or presence updates waiting for the next flush.
+    pub(crate) dirty_rooms: std::collections::HashSet<RoomId>,
     next_conn: u64,
     ping: Bytes,
 }
@@ -89,13 +95,20 @@ impl Broker {
     /// A broker with no connections over `store`, with the rooms the store recovered.
     pub fn new(limits: Limits, mut store: Box<dyn MessageStore>) -> Self {
         let mut rooms = Rooms::default();
+        let mut memberships: HashMap<_, std::collections::HashSet<RoomId>> = HashMap::new();
         for recovered in store.recovered() {
             let id = rooms.intern(&recovered.tenant, &recovered.name);
             let room = rooms.get_mut(id);
             room.last_seq = recovered.last_seq;
             room.appended = recovered.last_seq;
-            room.members
-                .extend(recovered.members.into_iter().map(|(user, _, _)| user));
+            for (user, delivered, read) in recovered.members {
+                room.members.join(&user);
+                room.members.advance(&user, delivered, read);
+                memberships
+                    .entry((recovered.tenant.clone(), user))
+                    .or_default()
+                    .insert(id);
+            }
         }
         Broker {
             limits,
@@ -106,6 +119,9 @@ impl Broker {
             waiting: std::collections::VecDeque::new(),
             last_lsn: 0,
             parked: crate::resume::Parked::default(),
+            memberships,
+            online: HashMap::new(),
+            dirty_rooms: std::collections::HashSet::new(),
             next_conn: 1,
             ping: encode_frame(Opcode::Ping, b""),
         }
@@ -142,6 +158,10 @@ impl Broker {
     pub fn detach(&mut self, conn: ConnId) -> Option<Arc<Outbound>> {
         self.stop_subscriptions(conn);
         let c = self.conns.remove(&conn)?;
+        if let Some(s) = &c.session {
+            let (tenant, user) = (s.tenant.clone(), s.user.clone());
+            self.count_connection(&tenant, &user, false);
+        }
         let out = c.out.clone();
         self.park(c);
         Some(out)
@@ -175,7 +195,10 @@ impl Broker {
         if !crate::ids::is_valid_id(tenant) || !crate::ids::is_valid_id(user) {
             return Err(Error::bad_request("invalid tenant or user id"));
         }
-        c.session = Some(Session::new(tenant, user, rooms, sends)?);
+        let session = Session::new(tenant, user, rooms, sends)?;
+        let (tenant, user) = (session.tenant.clone(), session.user.clone());
+        c.session = Some(session);
+        self.count_connection(&tenant, &user, true);
         Ok(())
     }
 
@@ -265,6 +288,13 @@ impl Broker {
             "unsubscribe" => self.handle_unsubscribe(conn, &frame, id, ob),
             "leave" => self.handle_leave(conn, &frame, id, ob),
             "history" => self.handle_history(conn, &frame, id, ob),
+            "ack" => self.handle_cursor(conn, &frame, id, false, ob),
+            "read" => self.handle_cursor(conn, &frame, id, true, ob),
+            "receipts" => self.handle_receipts(conn, &frame, id, ob),
+            "read_by" => self.handle_read_by(conn, &frame, id, false, ob),
+            "unread_by" => self.handle_read_by(conn, &frame, id, true, ob),
+            "unread" => self.handle_unread(conn, id, ob),
+            "presence" => self.handle_presence(conn, &frame, id, ob),
             _ => return Some(Inbound::Control(text)),
         };
         if let Err(err) = result {
@@ -357,7 +387,10 @@ impl Broker {
         let rooms = &self.rooms;
         let members = |room: crate::ids::RoomId| -> Vec<crate::store::MemberState> {
             let r = rooms.get(room);
-            r.members.iter().map(|u| (u.clone(), 0, 0)).collect()
+            r.members
+                .iter()
+                .map(|(u, d, r)| (u.clone(), d, r))
+                .collect()
         };
         if let Err(e) = self.store.maintain(now.wall_ms, &members) {
             eprintln!("rushhour: log upkeep: {e}");
@@ -368,6 +401,7 @@ impl Broker {
 
     /// Starts closing every connection (server shutdown: 1001, reconnect elsewhere).
     pub fn close_all(&mut self, code: u16, reason: &str, ob: &mut Outbox) {
+        self.flush_receipts(ob); // The cursors moved since the last flush reach the log.
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             self.close(id, code, reason, false, ob);

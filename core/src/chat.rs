@@ -34,6 +34,8 @@ pub(crate) struct Subscribed {
     pub last: Seq,
     pub first: Seq,
     pub truncated: bool,
+    /// The user's (delivered, read) cursors in the room.
+    pub cursors: (u64, u64),
 }
 
 /// The outcome of storing a message.
@@ -47,7 +49,7 @@ pub struct Accepted {
     pub duplicate: bool,
 }
 
-fn room_name<'a>(frame: &ClientFrame<'a>) -> Result<std::borrow::Cow<'a, str>> {
+pub(crate) fn room_name<'a>(frame: &ClientFrame<'a>) -> Result<std::borrow::Cow<'a, str>> {
     let room = frame.string("room")?;
     if !is_valid_id(&room) {
         return Err(Error::bad_request(
@@ -59,7 +61,7 @@ fn room_name<'a>(frame: &ClientFrame<'a>) -> Result<std::borrow::Cow<'a, str>> {
 
 impl Broker {
     /// The session of `conn` with the room checked against its claims.
-    fn authorize(&self, conn: ConnId, room: &str) -> Result<(Arc<str>, Arc<str>)> {
+    pub(crate) fn authorize(&self, conn: ConnId, room: &str) -> Result<(Arc<str>, Arc<str>)> {
         let session = self
             .conns
             .get(&conn)
@@ -172,6 +174,7 @@ impl Broker {
                 room: room_id,
                 seq,
                 frame,
+                from: from.clone(),
             },
         });
         self.join(room_id, from);
@@ -187,10 +190,18 @@ impl Broker {
     /// Makes `user` a member of the room, in the store too.
     fn join(&mut self, room: RoomId, user: &Arc<str>) {
         let r = self.rooms.get_mut(room);
-        if r.members.insert(user.clone()) {
+        if r.members.join(user) {
+            let tenant = r.tenant.clone();
             // A failed store is reported by the writes that need it; reads go on.
-            if let Ok(lsn) = self.store.member(room, &r.tenant, &r.name, user, true) {
+            if let Ok(lsn) = self.store.member(room, &tenant, &r.name, user, true) {
                 self.last_lsn = lsn;
+            }
+            self.memberships
+                .entry((tenant.clone(), user.clone()))
+                .or_default()
+                .insert(room);
+            if self.is_online(&tenant, user) {
+                self.note_presence(room, user, true);
             }
         }
     }
@@ -214,8 +225,8 @@ impl Broker {
                 .str("room", &room)
                 .uint("last_seq", subscribed.last.0)
                 .uint("first_seq", subscribed.first.0)
-                .uint("read_seq", 0)
-                .uint("delivered_seq", 0);
+                .uint("read_seq", subscribed.cursors.1)
+                .uint("delivered_seq", subscribed.cursors.0);
             if subscribed.truncated {
                 reply = reply.bool("truncated", true);
             }
@@ -263,10 +274,12 @@ impl Broker {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.subs.insert(room_id, state);
         }
+        let cursors = self.rooms.get(room_id).members.get(user).unwrap_or((0, 0));
         Ok(Subscribed {
             last,
             first,
             truncated: since.is_some_and(|s| s.next() < first),
+            cursors,
         })
     }
 
@@ -356,9 +369,18 @@ impl Broker {
         match self.unsubscribe_room(conn, frame) {
             Ok((room_id, user)) => {
                 let r = self.rooms.get_mut(room_id);
-                if r.members.remove(&user) {
-                    if let Ok(lsn) = self.store.member(room_id, &r.tenant, &r.name, &user, false) {
+                if r.members.leave(&user) {
+                    r.moved.remove(&user);
+                    let tenant = r.tenant.clone();
+                    if let Ok(lsn) = self.store.member(room_id, &tenant, &r.name, &user, false) {
                         self.last_lsn = lsn;
+                    }
+                    let key = (tenant.clone(), user.clone());
+                    if let Some(rooms) = self.memberships.get_mut(&key) {
+                        rooms.remove(&room_id);
+                    }
+                    if self.is_online(&tenant, &user) {
+                        self.note_presence(room_id, &user, false);
                     }
                 }
             }

@@ -291,6 +291,21 @@ impl Engine {
             .collect())
     }
 
+    /// Pushes the coalesced receipt and presence updates and logs the moved cursors; see
+    /// [`Broker::flush_receipts`].
+    pub fn flush_receipts(&self) {
+        self.with(|b, _, ob| b.flush_receipts(ob));
+    }
+
+    /// The `unread` object of a connection's user (JSON text); see [`Broker::unread_json`].
+    ///
+    /// # Errors
+    /// `unauthorized` before the session is open.
+    pub fn unread(&self, conn: ConnId) -> Result<String> {
+        let json = lock(&self.broker).unread_json(conn)?;
+        Ok(String::from_utf8(json).unwrap_or_default())
+    }
+
     /// Pings every connection; closes the idle ones. Returns how many were closed.
     pub fn heartbeat(&self, idle_timeout_ms: u64) -> usize {
         self.with(|b, now, ob| b.heartbeat(now, idle_timeout_ms, ob).len())

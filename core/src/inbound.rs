@@ -30,6 +30,10 @@ pub struct ClientFrame<'a> {
     before: Option<&'a RawValue>,
     #[serde(borrow)]
     limit: Option<&'a RawValue>,
+    #[serde(borrow)]
+    seq: Option<&'a RawValue>,
+    #[serde(borrow)]
+    after: Option<&'a RawValue>,
 }
 
 /// Why a text frame could not be read as a request.
@@ -84,16 +88,26 @@ impl<'a> ClientFrame<'a> {
     /// # Errors
     /// `bad_request` when missing or not a string.
     pub fn string(&self, name: &'static str) -> Result<Cow<'a, str>, Error> {
+        self.opt_string(name)?.ok_or_else(|| missing(name))
+    }
+
+    /// An optional string field (`null` counts as absent).
+    ///
+    /// # Errors
+    /// `bad_request` when present and not a string.
+    pub fn opt_string(&self, name: &'static str) -> Result<Option<Cow<'a, str>>, Error> {
         let raw = match name {
             "room" => self.room,
             "cid" => self.cid,
+            "after" => self.after,
             _ => None,
         };
-        let raw = raw
-            .filter(|r| r.get() != "null")
-            .ok_or_else(|| missing(name))?;
-        serde_json::from_str(raw.get())
-            .map_err(|_| Error::bad_request(format!("\"{name}\" must be a string")))
+        match raw.filter(|r| r.get() != "null") {
+            None => Ok(None),
+            Some(raw) => serde_json::from_str(raw.get())
+                .map(Some)
+                .map_err(|_| Error::bad_request(format!("\"{name}\" must be a string"))),
+        }
     }
 
     /// An optional non-negative integer field (`null` counts as absent).
@@ -105,6 +119,7 @@ impl<'a> ClientFrame<'a> {
             "since" => self.since,
             "before" => self.before,
             "limit" => self.limit,
+            "seq" => self.seq,
             _ => None,
         };
         match raw.filter(|r| r.get() != "null") {

@@ -8,9 +8,11 @@
 //! Layout:
 //! - [`codec`]: WebSocket frames (RFC 6455), sans-IO.
 //! - [`inbound`] / [`frames`]: client JSON in, server JSON frames out.
-//! - [`broker`]: connection lifecycle and dispatch; [`chat`]: the room operations.
+//! - [`broker`]: connection lifecycle and dispatch; [`chat`]: the room operations;
+//!   [`receipt_ops`], [`presence`]: the receipts, unread and presence operations.
 //! - [`room`], [`conn`]: rooms with their live subscribers; connections with sessions.
 //! - [`fanout`], [`outbound`]: shared frames into bounded per-connection queues.
+//! - [`receipts`]: per-room delivered/read cursors; counts per seq in O(log members).
 //! - [`store`]: the message store interface and its in-memory implementation;
 //!   [`log`]: the durable implementation (segments, group commit, recovery).
 //! - [`limits`]: configurable limits and token buckets.
@@ -34,7 +36,10 @@ pub mod limits;
 pub mod log;
 pub mod outbound;
 pub mod pending;
+pub mod presence;
 pub mod reader;
+pub mod receipt_ops;
+pub mod receipts;
 pub mod resume;
 pub mod room;
 pub mod store;

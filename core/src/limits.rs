@@ -28,6 +28,8 @@ pub struct Limits {
     /// Most payload bytes in one `history` reply or one replay batch, so one reply can
     /// never fill a connection's queue on its own.
     pub max_batch_bytes: usize,
+    /// Largest room that gets receipt and presence pushes (protocol: 256).
+    pub receipt_push_max_members: usize,
 }
 
 impl Default for Limits {
@@ -45,6 +47,7 @@ impl Default for Limits {
             memory_retention_per_room: 100_000,
             max_history_limit: 1_000,
             max_batch_bytes: 1 << 20,
+            receipt_push_max_members: 256,
         }
     }
 }

@@ -26,6 +26,7 @@ pub(crate) enum Effect {
         room: RoomId,
         seq: Seq,
         frame: Bytes,
+        from: Arc<str>,
     },
     /// A `send` to answer (no reply frame when it had no `id`).
     Reply {
@@ -70,10 +71,17 @@ impl Broker {
 
     fn apply(&mut self, effect: Effect, ob: &mut Outbox) {
         match effect {
-            Effect::Message { room, seq, frame } => {
+            Effect::Message {
+                room,
+                seq,
+                frame,
+                from,
+            } => {
                 let r = self.rooms.get_mut(room);
                 r.last_seq = seq;
                 ob.fan_out(r.live(), &frame);
+                // A sender has read its own message.
+                self.move_cursors(room, &from, seq, seq);
             }
             Effect::Reply { conn, id, accepted } => {
                 let Some(out) = self.settle(conn, id) else {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::ids::{ConnId, RoomId, Seq};
 use crate::outbound::Outbound;
+use crate::receipts::RoomCursors;
 
 /// One room of one tenant.
 #[derive(Debug)]
@@ -17,8 +18,12 @@ pub struct Room {
     pub last_seq: Seq,
     /// Seq of the newest message handed to the store (durable or on its way).
     pub appended: Seq,
-    /// Users who subscribed or sent and have not left.
-    pub members: HashSet<Arc<str>>,
+    /// Users who subscribed or sent and have not left, with their receipt cursors.
+    pub members: RoomCursors,
+    /// Members whose cursors moved since the last receipts flush (pushed and logged then).
+    pub moved: HashSet<Arc<str>>,
+    /// Members who came online (true) or went offline since the last presence flush.
+    pub presence_changes: HashMap<Arc<str>, bool>,
     /// Queues of the connections that get new messages pushed as they happen. A vector,
     /// so fan-out is a tight loop over contiguous handles.
     live: Vec<Arc<Outbound>>,
@@ -33,7 +38,9 @@ impl Room {
             name,
             last_seq: Seq(0),
             appended: Seq(0),
-            members: HashSet::new(),
+            members: RoomCursors::new(),
+            moved: HashSet::new(),
+            presence_changes: HashMap::new(),
             live: Vec::new(),
             positions: HashMap::new(),
         }

@@ -56,6 +56,7 @@ impl Engine {
     #[pyo3(signature = (*, max_queue_bytes=None, max_frame_bytes=None, max_body_bytes=None,
         max_subscriptions=None, max_inflight=None, send_rate_per_s=None, send_burst=None,
         max_bad_frames=None, close_timeout_ms=None, memory_retention_per_room=None,
+        receipt_push_max_members=None,
         data_dir=None, fsync="batch", repair=false, retention_ms=None, room_max_messages=None,
         segment_bytes=None))]
     #[allow(clippy::too_many_arguments)]
@@ -70,6 +71,7 @@ impl Engine {
         max_bad_frames: Option<u32>,
         close_timeout_ms: Option<u64>,
         memory_retention_per_room: Option<usize>,
+        receipt_push_max_members: Option<usize>,
         data_dir: Option<std::path::PathBuf>,
         fsync: &str,
         repair: bool,
@@ -90,6 +92,8 @@ impl Engine {
             close_timeout_ms: close_timeout_ms.unwrap_or(d.close_timeout_ms),
             memory_retention_per_room: memory_retention_per_room
                 .unwrap_or(d.memory_retention_per_room),
+            receipt_push_max_members: receipt_push_max_members
+                .unwrap_or(d.receipt_push_max_members),
             ..d
         };
         if limits.max_queue_bytes < 256 << 10 {
@@ -126,6 +130,18 @@ impl Engine {
         Ok(py
             .detach(|| self.inner.resume(ConnId(conn), ConnId(old)))
             .map_err(CoreError)?)
+    }
+
+    /// Pushes the coalesced receipt and presence updates of small rooms, and writes the
+    /// cursors moved since the last call to the log. Call every `receipt_interval_ms`.
+    fn flush_receipts(&self, py: Python<'_>) {
+        py.detach(|| self.inner.flush_receipts());
+    }
+
+    /// The `unread` object of the connection's user, as JSON text: room → last_seq,
+    /// read_seq, unread.
+    fn unread(&self, conn: u64) -> PyResult<String> {
+        Ok(self.inner.unread(ConnId(conn)).map_err(CoreError)?)
     }
 
     /// Why the log stopped taking writes, or None while it takes them.

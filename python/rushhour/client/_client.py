@@ -242,6 +242,46 @@ class Client:
         reply = await self._call(frame, retry=True)
         return [Message.from_frame(m) for m in reply.get("messages", [])]
 
+    async def ack(self, room: str, seq: int) -> dict[str, Any]:
+        """Marks a room delivered up to `seq` (cursors never move back).
+
+        Returns:
+            The cursors after the move: `delivered_seq`, `read_seq`.
+        """
+        return await self._call({"op": "ack", "room": room, "seq": seq}, retry=True)
+
+    async def read(self, room: str, seq: int) -> dict[str, Any]:
+        """Marks a room read (and delivered) up to `seq`; returns the cursors after."""
+        return await self._call({"op": "read", "room": room, "seq": seq}, retry=True)
+
+    async def receipts(self, room: str, seq: int) -> dict[str, Any]:
+        """How many members have `seq` delivered and read: `members`, `delivered`, `read`."""
+        return await self._call({"op": "receipts", "room": room, "seq": seq}, retry=True)
+
+    async def read_by(self, room: str, seq: int, *, unread: bool = False, limit: int = 100) -> list[str]:
+        """Every member that has read `seq` (or, with `unread`, has not), in user order;
+        fetches page after page."""
+        users: list[str] = []
+        after: str | None = None
+        while True:
+            frame: dict[str, Any] = {"op": "unread_by" if unread else "read_by", "room": room, "seq": seq}
+            frame.update(limit=limit, **({"after": after} if after is not None else {}))
+            reply = await self._call(frame, retry=True)
+            users.extend(reply.get("users", []))
+            after = reply.get("next")
+            if after is None:
+                return users
+
+    async def unread(self) -> dict[str, dict[str, int]]:
+        """Every room the user is a member of: `last_seq`, `read_seq`, `unread`."""
+        reply = await self._call({"op": "unread"}, retry=True)
+        rooms: dict[str, dict[str, int]] = reply.get("rooms", {})
+        return rooms
+
+    async def presence(self, room: str) -> dict[str, Any]:
+        """Who of the room's members is online: `online` (sorted, at most 1,000) and `count`."""
+        return await self._call({"op": "presence", "room": room}, retry=True)
+
     async def aclose(self) -> None:
         """Closes the connection (code 1000) and stops reconnecting; idempotent.
 

@@ -31,6 +31,7 @@ def engine_for(config: Config) -> Engine:
         send_burst=config.send_burst,
         max_bad_frames=config.max_bad_frames,
         memory_retention_per_room=config.memory_retention,
+        receipt_push_max_members=config.receipt_push_max_members,
         data_dir=config.data_dir,
         fsync=config.fsync,
         repair=config.repair,
@@ -81,6 +82,14 @@ class App:
                 if connection is not None:
                     connection.on_event(event)
 
+    async def flush_receipts(self) -> None:
+        """Every `receipt_interval_ms`: one coalesced receipts/presence push per small
+        room that changed, and the moved cursors to the log."""
+        interval = self.config.receipt_interval_ms / 1000
+        while True:
+            await trio.sleep(interval)
+            self.engine.flush_receipts()
+
     async def heartbeat(self) -> None:
         """Pings every connection each heartbeat and closes the silent ones."""
         interval = min(self.config.heartbeat_ms, self.config.idle_timeout_ms) / 1000
@@ -123,6 +132,7 @@ async def serve(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(app.heartbeat)
                 nursery.start_soon(app.dispatch_events)
+                nursery.start_soon(app.flush_receipts)
                 await nursery.start(trio.serve_listeners, app.handle, listeners)
                 task_status.started()
 

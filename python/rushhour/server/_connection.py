@@ -154,6 +154,7 @@ class Connection:
                     "heartbeat_ms": self.app.config.heartbeat_ms,
                     "server_time": int(time.time() * 1000),
                     "resumed": resumed,
+                    "unread": json.loads(self.app.engine.unread(self.conn)),
                 },
                 separators=(",", ":"),
             )
