@@ -306,6 +306,24 @@ impl Engine {
         Ok(String::from_utf8(json).unwrap_or_default())
     }
 
+    /// Sets (or, with None, deletes) a durable control-plane value (a meeting, a seat…).
+    /// Durable with the next group commit; the call does not wait for it.
+    ///
+    /// # Errors
+    /// `internal` when the log is not taking writes.
+    pub fn put_state(&self, space: &str, key: &str, value: Option<&str>) -> Result<()> {
+        self.with(|b, _, _| {
+            let lsn = b.store.put_state(space, key, value)?;
+            b.last_lsn = lsn;
+            Ok(())
+        })
+    }
+
+    /// Every durable control-plane value of a space, sorted by key.
+    pub fn states(&self, space: &str) -> Vec<(String, String)> {
+        lock(&self.broker).store.states(space)
+    }
+
     /// Pings every connection; closes the idle ones. Returns how many were closed.
     pub fn heartbeat(&self, idle_timeout_ms: u64) -> usize {
         self.with(|b, now, ob| b.heartbeat(now, idle_timeout_ms, ob).len())

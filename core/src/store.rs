@@ -109,6 +109,15 @@ pub trait MessageStore: Send {
         cursors: (u64, u64),
     ) -> Result<Lsn>;
 
+    /// Sets (or, with None, deletes) a control-plane value: a meeting, a seat…
+    ///
+    /// # Errors
+    /// `Internal` when the store cannot write.
+    fn put_state(&mut self, space: &str, key: &str, value: Option<&str>) -> Result<Lsn>;
+
+    /// Every value of a space, sorted by key.
+    fn states(&self, space: &str) -> Vec<(String, String)>;
+
     /// Messages of `room` with `from <= seq <= to`, ascending; those no longer retained
     /// are skipped. Callers keep `to - from` small (a page or a replay batch).
     fn range(&self, room: RoomId, from: Seq, to: Seq) -> Vec<StoredMessage>;
@@ -141,6 +150,7 @@ pub trait MessageStore: Send {
 pub struct MemoryStore {
     retention: usize,
     rooms: HashMap<RoomId, RoomLog>,
+    states: std::collections::BTreeMap<(String, String), String>,
     written: Lsn,
     durability: Arc<Durability>,
 }
@@ -159,6 +169,7 @@ impl MemoryStore {
         MemoryStore {
             retention: retention.max(1),
             rooms: HashMap::new(),
+            states: std::collections::BTreeMap::new(),
             written: 0,
             durability: Arc::default(),
         }
@@ -244,6 +255,23 @@ impl MessageStore for MemoryStore {
     fn find_cid(&self, room: RoomId, from: &str, cid: &str) -> Option<(Seq, u64)> {
         let log = self.rooms.get(&room)?;
         log.cids.get(&(Arc::from(from), Arc::from(cid))).copied()
+    }
+
+    fn put_state(&mut self, space: &str, key: &str, value: Option<&str>) -> Result<Lsn> {
+        let k = (space.to_owned(), key.to_owned());
+        match value {
+            Some(v) => self.states.insert(k, v.to_owned()),
+            None => self.states.remove(&k),
+        };
+        Ok(self.written())
+    }
+
+    fn states(&self, space: &str) -> Vec<(String, String)> {
+        self.states
+            .iter()
+            .filter(|((s, _), _)| s == space)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     fn durability(&self) -> &Arc<Durability> {

@@ -144,6 +144,18 @@ impl Engine {
         Ok(self.inner.unread(ConnId(conn)).map_err(CoreError)?)
     }
 
+    /// Sets (or, with `value=None`, deletes) a durable control-plane value (a meeting, a
+    /// seat…), in the log with the next group commit.
+    #[pyo3(signature = (space, key, value))]
+    fn put_state(&self, space: &str, key: &str, value: Option<&str>) -> PyResult<()> {
+        Ok(self.inner.put_state(space, key, value).map_err(CoreError)?)
+    }
+
+    /// Every durable control-plane value of `space` as (key, value), sorted by key.
+    fn states(&self, space: &str) -> Vec<(String, String)> {
+        self.inner.states(space)
+    }
+
     /// Why the log stopped taking writes, or None while it takes them.
     fn store_failure(&self) -> Option<String> {
         self.inner.store_failure()

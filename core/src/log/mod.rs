@@ -139,6 +139,25 @@ pub struct Log {
     scratch: Vec<u8>,
     /// Dead segments to remove once the records carried out of them are durable.
     doomed: Option<(Vec<u32>, Lsn)>,
+    /// Control-plane values (meetings, seats…) by (space, key), with the segment of the
+    /// record that set them.
+    states: States,
+}
+
+/// Control-plane values by (space, key): the segment of the record that set them, and
+/// the value.
+type States = HashMap<(Box<str>, Box<str>), (u32, Box<str>)>;
+
+fn set_state(states: &mut States, space: &str, key: &str, value: Option<&str>, segment: u32) {
+    let k = (Box::from(space), Box::from(key));
+    match value {
+        Some(v) => {
+            states.insert(k, (segment, v.into()));
+        }
+        None => {
+            states.remove(&k);
+        }
+    }
 }
 
 impl Log {
@@ -154,6 +173,7 @@ impl Log {
             hasher: RandomState::new(),
             rooms: Vec::new(),
             members: Vec::new(),
+            states: States::new(),
             index: HashMap::new(),
             gaps: Vec::new(),
         };
@@ -163,6 +183,7 @@ impl Log {
             hasher,
             mut rooms,
             members,
+            states,
             ..
         } = state;
         if let Some(age) = opts.retention_ms {
@@ -199,6 +220,7 @@ impl Log {
             report,
             scratch: Vec::new(),
             doomed: None,
+            states,
         })
     }
 
@@ -341,6 +363,15 @@ impl Log {
             }
             self.rooms[i].state_segment = self.appender.segment();
         }
+        let old: Vec<_> = self
+            .states
+            .iter()
+            .filter(|(_, (segment, _))| *segment <= newest_dead)
+            .map(|((space, key), (_, value))| (space.clone(), key.clone(), value.clone()))
+            .collect();
+        for (space, key, value) in old {
+            self.put_state(&space, &key, Some(&value))?;
+        }
         self.doomed = Some((dead, self.appender.last()));
         Ok(())
     }
@@ -426,6 +457,23 @@ impl MessageStore for Log {
         Ok(lsn)
     }
 
+    fn put_state(&mut self, space: &str, key: &str, value: Option<&str>) -> Result<Lsn> {
+        let (lsn, loc) = self.push(&Record::State { space, key, value })?;
+        set_state(&mut self.states, space, key, value, loc.segment());
+        Ok(lsn)
+    }
+
+    fn states(&self, space: &str) -> Vec<(String, String)> {
+        let mut items: Vec<(String, String)> = self
+            .states
+            .iter()
+            .filter(|((s, _), _)| &**s == space)
+            .map(|((_, key), (_, value))| (key.to_string(), value.to_string()))
+            .collect();
+        items.sort();
+        items
+    }
+
     fn range(&self, room: RoomId, from: Seq, to: Seq) -> Vec<StoredMessage> {
         let Some(r) = self.rooms.get(room.0 as usize) else {
             return Vec::new();
@@ -498,6 +546,7 @@ struct Recovering<'a> {
     rooms: Vec<RoomLog>,
     /// Per room (same index), members and their (delivered, read) cursors.
     members: Vec<HashMap<Arc<str>, (u64, u64)>>,
+    states: States,
     index: HashMap<(Arc<str>, Arc<str>), usize>,
     gaps: Vec<String>,
 }
@@ -516,6 +565,10 @@ impl Recovering<'_> {
     }
 
     fn apply(&mut self, record: Record<'_>, loc: Loc) {
+        if let Record::State { space, key, value } = record {
+            set_state(&mut self.states, space, key, value, loc.segment());
+            return;
+        }
         let (tenant, name) = record.room();
         let i = self.room(tenant, name, loc.segment());
         let window = self.opts.window;
@@ -589,6 +642,7 @@ impl Recovering<'_> {
                     *c = (c.0.max(delivered), c.1.max(read));
                 }
             }
+            Record::State { .. } => unreachable!("handled above"),
             Record::Room { last_seq, .. } => {
                 if Seq(last_seq) > room.last_seq {
                     room.last_seq = Seq(last_seq);

@@ -14,6 +14,7 @@ const KIND_MESSAGE: u8 = 1;
 const KIND_MEMBER: u8 = 2;
 const KIND_ROOM: u8 = 3;
 const KIND_CURSOR: u8 = 4;
+const KIND_STATE: u8 = 5;
 
 /// One state change of the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +42,13 @@ pub enum Record<'a> {
         tenant: &'a str,
         room: &'a str,
         last_seq: u64,
+    },
+    /// A control-plane value (a meeting, a seat…) set, or deleted when `value` is None.
+    /// Its "room" is the key space, its tenant empty.
+    State {
+        space: &'a str,
+        key: &'a str,
+        value: Option<&'a str>,
     },
     /// A member's receipt cursors (delivered up to, read up to).
     Cursor {
@@ -131,6 +139,15 @@ impl Record<'_> {
                 put_str(out, room);
                 out.extend_from_slice(&last_seq.to_le_bytes());
             }
+            Record::State { space, key, value } => {
+                out.push(KIND_STATE);
+                put_str(out, space);
+                put_str(out, key);
+                out.push(u8::from(value.is_some()));
+                let value = value.unwrap_or("");
+                out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                out.extend_from_slice(value.as_bytes());
+            }
             Record::Cursor {
                 tenant,
                 room,
@@ -160,6 +177,7 @@ impl Record<'_> {
             | Record::Member { tenant, room, .. }
             | Record::Room { tenant, room, .. }
             | Record::Cursor { tenant, room, .. } => (tenant, room),
+            Record::State { space, .. } => ("", space),
         }
     }
 }
@@ -255,6 +273,17 @@ impl<'a> Fields<'a> {
                 room: self.str()?,
                 last_seq: self.u64()?,
             },
+            KIND_STATE => {
+                let (space, key) = (self.str()?, self.str()?);
+                let present = self.u8()? != 0;
+                let len = u32::from_le_bytes(self.take(4)?.try_into().ok()?);
+                let value = self.str_of(len as usize)?;
+                Record::State {
+                    space,
+                    key,
+                    value: present.then_some(value),
+                }
+            }
             KIND_CURSOR => Record::Cursor {
                 tenant: self.str()?,
                 room: self.str()?,
@@ -306,6 +335,16 @@ mod tests {
                 user: "bob",
                 delivered: 9,
                 read: 8,
+            },
+            Record::State {
+                space: "meetings",
+                key: "m-1",
+                value: Some("{\"title\":\"Stand-up\"}"),
+            },
+            Record::State {
+                space: "meetings",
+                key: "m-1",
+                value: None,
             },
         ];
         let mut buf = Vec::new();

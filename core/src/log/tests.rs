@@ -309,3 +309,39 @@ fn a_failed_write_stops_writes_and_keeps_reads() {
     assert_eq!(&seqs(&log, 0)[..5], &[1, 2, 3, 4, 5]);
     let _ = OpenOptions::new();
 }
+
+#[test]
+fn control_plane_values_survive_restarts_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogOptions {
+        max_per_room: 5,
+        ..options()
+    };
+    {
+        let mut log = open(dir.path(), opts.clone());
+        log.put_state("meetings", "m-1", Some("{\"v\":1}")).unwrap();
+        log.put_state("meetings", "m-2", Some("{\"v\":2}")).unwrap();
+        log.put_state("meetings", "m-2", None).unwrap();
+        log.put_state("seats", "s-1", Some("x")).unwrap();
+        fill(&mut log, 1, 300);
+        let none = |_| Vec::new();
+        log.maintain(0, &none).unwrap();
+        log.durability()
+            .wait(log.appender.last(), Duration::from_secs(10))
+            .unwrap();
+        log.maintain(0, &none).unwrap();
+        assert!(
+            !segment::path(dir.path(), 1).exists(),
+            "the first segment went"
+        );
+    }
+    let log = open(dir.path(), opts);
+    assert_eq!(
+        log.states("meetings"),
+        vec![("m-1".to_owned(), "{\"v\":1}".to_owned())]
+    );
+    assert_eq!(
+        log.states("seats"),
+        vec![("s-1".to_owned(), "x".to_owned())]
+    );
+}
