@@ -330,10 +330,16 @@ impl Engine {
     }
 
     /// Closes every connection with `code` and waits up to `timeout` for the frames to
-    /// reach the sockets. Returns whether everything was flushed.
+    /// reach the sockets and the log's last records to be durable. Returns whether
+    /// everything was flushed.
     pub fn shutdown(&self, code: u16, reason: &str, timeout: Duration) -> bool {
-        self.with(|b, _, ob| b.close_all(code, reason, ob));
-        self.writer.wait_flushed(timeout)
+        let (durability, last) = self.with(|b, _, ob| {
+            b.close_all(code, reason, ob);
+            (b.store.durability().clone(), b.last_lsn)
+        });
+        // What close_all logged (cursors) and any control-plane value reach the disk.
+        let logged = durability.wait(last, timeout).is_ok();
+        self.writer.wait_flushed(timeout) && logged
     }
 
     /// Current counters.

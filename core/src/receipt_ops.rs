@@ -235,9 +235,13 @@ impl Broker {
                     continue;
                 };
                 // Reads go on when the log fails; its failure is reported by sends.
-                let _ = self
+                let cursors = (delivered, read);
+                if let Ok(lsn) = self
                     .store
-                    .cursor(room_id, &r.tenant, &r.name, user, (delivered, read));
+                    .cursor(room_id, &r.tenant, &r.name, user, cursors)
+                {
+                    self.last_lsn = lsn;
+                }
                 if small {
                     updates.push((user.clone(), delivered, read));
                 }

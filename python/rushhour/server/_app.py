@@ -10,6 +10,7 @@ from rushhour._core import Engine
 from rushhour.config import Config
 from rushhour.server._connection import Connection
 from rushhour.server._http import HttpConnection
+from rushhour.server._meetings import LogMeetingStore, MeetingRegistry
 from rushhour.server._metrics import Metrics
 from rushhour.server._sessions import SessionRegistry
 
@@ -66,6 +67,11 @@ class App:
         self.draining = False
         #: The connections the core reads, by id, for its events.
         self.connections: dict[int, Connection] = {}
+        #: Meetings and the seats connections hold; `meetings.run` is its timer task.
+        self.meetings = MeetingRegistry(
+            self.engine, config.signing_secret, config.seat_grace_ms, store=LogMeetingStore(self.engine)
+        )
+        self.meetings.restore()
 
     async def handle(self, stream: trio.SocketStream) -> None:
         await HttpConnection(self, stream).run()
@@ -133,6 +139,7 @@ async def serve(
                 nursery.start_soon(app.heartbeat)
                 nursery.start_soon(app.dispatch_events)
                 nursery.start_soon(app.flush_receipts)
+                nursery.start_soon(app.meetings.run)
                 await nursery.start(trio.serve_listeners, app.handle, listeners)
                 task_status.started()
 

@@ -20,6 +20,7 @@ import trio
 
 from rushhour import auth
 from rushhour._core import RushhourError
+from rushhour.server import _meetings
 
 if TYPE_CHECKING:
     from rushhour.server._app import App
@@ -64,6 +65,8 @@ class Connection:
 
     def _closing(self) -> None:
         self.closing = True
+        # Meeting seats wait for a rejoin from now: nothing more reaches this socket.
+        self.app.meetings.connection_lost(self.conn)
         self._greeted.set()
         self._closed.set()
 
@@ -84,6 +87,7 @@ class Connection:
                 await self._ended.wait()
         finally:
             self.app.connections.pop(self.conn, None)
+            self.app.meetings.connection_lost(self.conn)
             engine.detach(self.conn)
             await self.stream.aclose()
 
@@ -125,6 +129,9 @@ class Connection:
             return
         if op == "hello":
             self.send(_error("conflict", "session already open", request_id))
+            return
+        if op == "signal" or (isinstance(op, str) and op.startswith("meeting.")):
+            _meetings.handle(self.app.meetings, self.conn, self.claims, frame)
             return
         self.send(_error("bad_request", f"unknown op {op!r}", request_id))
 

@@ -1,0 +1,283 @@
+"""The meetings of one server: state changes shared by the ops, seats and timers.
+
+Everything here runs on the Trio thread (control frames, connection ends and the
+timer task), so no lock is needed. Deadlines are monotonic milliseconds, passed in
+(`now_ms`), so the rules can be driven by a test clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import trio
+
+from rushhour.server._meetings import _events as events
+from rushhour.server._meetings._limits import JoinLimiter
+from rushhour.server._meetings._model import (
+    CONNECTED,
+    HOST,
+    RECONNECTING,
+    VIEWER,
+    Meeting,
+    Participant,
+)
+from rushhour.server._meetings._store import MeetingStore, MemoryMeetingStore
+
+#: Resolution of seat and meeting expiry (and of count pushes' timing).
+TICK_S = 0.05
+#: Broadcast viewer counts are pushed at most this often per meeting.
+COUNT_INTERVAL_MS = 500
+#: A meeting nobody has joined yet is kept this long (created ahead of its start).
+UNJOINED_TTL_MS = 24 * 3600 * 1000
+#: Meetings a server keeps at most; past it `meeting.create` is `overloaded`.
+MAX_MEETINGS = 100_000
+
+
+class Sender(Protocol):
+    """The part of the core the meetings layer uses: its outbound queues."""
+
+    def send_text(self, conn: int, json: str) -> bool: ...
+    def send_text_many(self, conns: list[int], json: str) -> None: ...
+
+
+class OpError(Exception):
+    """A refused op: its protocol error code, message and optional wait."""
+
+    def __init__(self, code: str, message: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.retry_after_ms = code, message, retry_after_ms
+
+
+class MeetingRegistry:
+    """Every meeting of the server, the seats each connection holds, and their timers."""
+
+    def __init__(
+        self,
+        engine: Sender,
+        secret: str,
+        seat_grace_ms: int,
+        store: MeetingStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.secret = secret
+        self.grace_ms = seat_grace_ms
+        self.store: MeetingStore = store if store is not None else MemoryMeetingStore()
+        self.clock = clock
+        self.meetings: dict[str, Meeting] = {}
+        #: (tenant, key) → meeting id, for idempotent creation.
+        self.by_key: dict[tuple[str, str], str] = {}
+        #: connection → {meeting id: participant id}: the seats it holds.
+        self.seats_of_conn: dict[int, dict[str, str]] = {}
+        #: (deadline ms, meeting, participant or "" for the meeting's empty deadline);
+        #: stale entries are skipped when popped. At most one entry per drop within the
+        #: grace time, so bounded by the seats and their reconnects.
+        self.deadlines: list[tuple[float, str, str]] = []
+        #: Broadcast meetings whose viewer count changed since the last push.
+        self.count_dirty: set[str] = set()
+        self.limiter = JoinLimiter.from_env()
+        self._last_count_push = 0.0
+
+    def now_ms(self) -> float:
+        return self.clock() * 1000
+
+    # -- sending --------------------------------------------------------------------
+
+    def send(self, conn: int, frame: str) -> bool:
+        return self.engine.send_text(conn, frame)
+
+    def emit(self, conns: Iterable[int], frame: str) -> None:
+        targets = list(conns)
+        if targets:
+            self.engine.send_text_many(targets, frame)
+
+    def audience(self, m: Meeting, subject: Participant, *, others: bool, lifecycle: bool) -> list[int]:
+        """Who hears an event about `subject`: everyone (broadcast: viewers hear only of
+        presenters; of a viewer, lifecycle events go to nobody — `count` covers them —
+        and host actions to presenters)."""
+        conns = m.live_conns()
+        if subject.role == VIEWER:
+            conns = [] if lifecycle else m.presenter_conns()
+        if others and subject.conn is not None:
+            conns = [c for c in conns if c != subject.conn]
+        elif not others and subject.conn is not None and subject.conn not in conns:
+            conns.append(subject.conn)
+        return conns
+
+    def announce(self, m: Meeting, subject: Participant, name: str, *, others: bool, lifecycle: bool) -> None:
+        """Bumps the epoch (for roster changes others can see) and emits the event."""
+        if subject.role != VIEWER:
+            m.epoch += 1
+        self.emit(
+            self.audience(m, subject, others=others, lifecycle=lifecycle),
+            events.event(m.mid, name, m.epoch, subject.roster()),
+        )
+
+    # -- persistence ----------------------------------------------------------------
+
+    def save_meeting(self, m: Meeting) -> None:
+        self.store.save(m.mid, m.snapshot())
+
+    def save_seat(self, m: Meeting, p: Participant) -> None:
+        self.store.save(f"{m.mid}/{p.pid}", p.snapshot())
+
+    # -- seats ----------------------------------------------------------------------
+
+    def attach(self, m: Meeting, p: Participant, conn: int) -> None:
+        """Gives `p`'s seat to `conn`."""
+        p.conn, p.state, p.deadline_ms = conn, CONNECTED, None
+        self.seats_of_conn.setdefault(conn, {})[m.mid] = p.pid
+        m.empty_deadline_ms = None
+
+    def release(self, m: Meeting, p: Participant) -> None:
+        """Takes the seat away from its connection (if any)."""
+        if p.conn is not None:
+            held = self.seats_of_conn.get(p.conn)
+            if held is not None and held.get(m.mid) == p.pid:
+                del held[m.mid]
+                if not held:
+                    del self.seats_of_conn[p.conn]
+            p.conn = None
+
+    def add_participant(self, m: Meeting, p: Participant) -> None:
+        m.participants[p.pid] = p
+        if p.role == VIEWER:
+            m.viewers += 1
+            self.count_dirty.add(m.mid)
+
+    def set_role(self, m: Meeting, p: Participant, role: str) -> None:
+        if (p.role == VIEWER) != (role == VIEWER):
+            m.viewers += 1 if role == VIEWER else -1
+            self.count_dirty.add(m.mid)
+        p.role = role
+        if role == HOST:
+            m.host = p.pid
+        self.save_seat(m, p)
+
+    def connection_lost(self, conn: int) -> None:
+        """A connection ended or is closing: its seats wait for a rejoin (idempotent)."""
+        held = self.seats_of_conn.pop(conn, None)
+        if not held:
+            return
+        deadline = self.now_ms() + self.grace_ms
+        for mid, pid in held.items():
+            m = self.meetings.get(mid)
+            p = m.participants.get(pid) if m is not None else None
+            if m is None or p is None or p.conn != conn:
+                continue
+            p.conn, p.state, p.deadline_ms = None, RECONNECTING, deadline
+            heapq.heappush(self.deadlines, (deadline, mid, pid))
+            self.announce(m, p, "reconnecting", others=True, lifecycle=True)
+
+    def drop_participant(self, m: Meeting, p: Participant, name: str) -> None:
+        """Ends a seat (`left` or `removed`), hands the host role on, and starts the
+        empty-meeting timer when it was the last one."""
+        if name == "removed":
+            self.announce(m, p, name, others=False, lifecycle=False)
+        self.release(m, p)
+        del m.participants[p.pid]
+        if p.role == VIEWER:
+            m.viewers -= 1
+            self.count_dirty.add(m.mid)
+        if name != "removed":
+            self.announce(m, p, name, others=True, lifecycle=True)
+        self.store.delete(f"{m.mid}/{p.pid}")
+        if m.host == p.pid:
+            m.host = None
+            self.migrate_host(m)
+        self.save_meeting(m)
+        if not m.participants:
+            m.empty_deadline_ms = self.now_ms() + self.grace_ms
+            heapq.heappush(self.deadlines, (m.empty_deadline_ms, m.mid, ""))
+
+    def migrate_host(self, m: Meeting) -> None:
+        """Gives the host role to the participant present longest (connected ones first)."""
+        if not m.participants:
+            return
+        heir = min(m.participants.values(), key=lambda p: (p.state != CONNECTED, p.role == VIEWER, p.order))
+        self.set_role(m, heir, HOST)
+        m.epoch += 1
+        self.emit(m.live_conns(), events.event(m.mid, "host_changed", m.epoch, heir.roster()))
+
+    def end(self, m: Meeting) -> None:
+        """Ends a meeting: everyone connected hears `ended`, every seat is gone."""
+        m.epoch += 1
+        self.emit(m.live_conns(), events.event(m.mid, "ended", m.epoch))
+        for p in list(m.participants.values()):
+            self.release(m, p)
+            self.store.delete(f"{m.mid}/{p.pid}")
+        self.meetings.pop(m.mid, None)
+        if m.key is not None and self.by_key.get((m.tenant, m.key)) == m.mid:
+            del self.by_key[(m.tenant, m.key)]
+        self.count_dirty.discard(m.mid)
+        self.store.delete(m.mid)
+
+    # -- timers ---------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Expires seats and empty meetings whose time has come; pushes viewer counts."""
+        now = self.now_ms()
+        while self.deadlines and self.deadlines[0][0] <= now:
+            deadline, mid, pid = heapq.heappop(self.deadlines)
+            m = self.meetings.get(mid)
+            if m is None:
+                continue
+            if not pid:
+                if m.empty_deadline_ms == deadline and not m.participants:
+                    self.end(m)
+                continue
+            p = m.participants.get(pid)
+            if p is not None and p.state == RECONNECTING and p.deadline_ms == deadline:
+                self.drop_participant(m, p, "left")
+        if self.count_dirty and now - self._last_count_push >= COUNT_INTERVAL_MS:
+            self._last_count_push = now
+            dirty, self.count_dirty = self.count_dirty, set()
+            for mid in dirty:
+                m = self.meetings.get(mid)
+                if m is not None and m.viewers != m.pushed_viewers:
+                    m.pushed_viewers = m.viewers
+                    self.emit(m.live_conns(), events.count(m.mid, m.viewers))
+
+    async def run(self) -> None:
+        """The timer task: ticks until cancelled."""
+        while True:
+            await trio.sleep(TICK_S)
+            self.tick()
+
+    # -- restart --------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Loads the stored meetings: every seat is `reconnecting`, its grace time
+        counting from now."""
+        records = self.store.load_all()
+        now = self.now_ms()
+        for key, text in records.items():
+            if "/" in key:
+                continue
+            f = json.loads(text)
+            m = Meeting(
+                f["m"], f["t"], f["title"], f["key"], f["mode"], f["max"], f["creator"], f["created"],
+                host=f["host"], epoch=f["epoch"] + 1, next_order=f["next"],
+                removed_pids=set(f["removed_p"]), removed_users=set(f["removed_u"]),
+            )  # fmt: skip
+            self.meetings[m.mid] = m
+            if m.key is not None:
+                self.by_key[(m.tenant, m.key)] = m.mid
+        for key, text in records.items():
+            mid, _, pid = key.partition("/")
+            owner = self.meetings.get(mid)
+            if not pid or owner is None:
+                continue
+            f = json.loads(text)
+            p = Participant(f["p"], f["u"], f["n"], f["r"], f["o"], muted=f["muted"], state=RECONNECTING)
+            p.deadline_ms = now + self.grace_ms
+            self.add_participant(owner, p)
+            heapq.heappush(self.deadlines, (p.deadline_ms, mid, p.pid))
+        for m in self.meetings.values():
+            if not m.participants:
+                m.empty_deadline_ms = now + self.grace_ms
+                heapq.heappush(self.deadlines, (m.empty_deadline_ms, m.mid, ""))

@@ -1,0 +1,1 @@
+"""Meetings section of the protocol over real sockets."""
