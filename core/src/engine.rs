@@ -258,6 +258,8 @@ impl Engine {
         durability.wait(lsn, PUBLISH_TIMEOUT).map_err(|reason| {
             Error::Internal(format!("not stored: the log is not taking writes ({reason})").into())
         })?;
+        // Visible (last_seq, fan-out, the sender's cursors) before the caller hears back.
+        self.with(|_, _, _| ());
         Ok(accepted)
     }
 
@@ -337,8 +339,15 @@ impl Engine {
             b.close_all(code, reason, ob);
             (b.store.durability().clone(), b.last_lsn)
         });
-        // What close_all logged (cursors) and any control-plane value reach the disk.
-        let logged = durability.wait(last, timeout).is_ok();
+        // Sends still in the group commit move their senders' cursors once durable:
+        // wait for them, release them, then log the cursors once more and wait again.
+        let mut logged = durability.wait(last, timeout).is_ok();
+        let last = self.with(|b, _, ob| {
+            b.release(ob);
+            b.flush_receipts(ob);
+            b.last_lsn
+        });
+        logged &= durability.wait(last, timeout).is_ok();
         self.writer.wait_flushed(timeout) && logged
     }
 

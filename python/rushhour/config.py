@@ -87,6 +87,11 @@ class Config:
             raise ValueError(f"max_queue_bytes must be at least {MIN_QUEUE_BYTES}")
         if self.room_max_messages < 1:
             raise ValueError("room_max_messages must be at least 1")
+        for name in ("receipt_interval_ms", "heartbeat_ms", "idle_timeout_ms", "hello_timeout_ms"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.seat_grace_ms < 0 or self.receipt_push_max_members < 0:
+            raise ValueError("seat_grace_ms and receipt_push_max_members must not be negative")
         self.retention_ms  # noqa: B018 - validates the duration
 
     @property

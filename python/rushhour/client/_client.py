@@ -2,8 +2,8 @@
 
 One background task (`Client._run`) owns the connection: it connects, says `hello`,
 reads every frame (replies go to the request table, pushes to the event channel),
-and on a drop reconnects, resends what was unanswered and subscribes again. Callers'
-tasks write their request frames themselves and wait for the reader to hand back
+and on a drop reconnects, takes its meeting seats back, resends what was unanswered
+and subscribes again. Callers' tasks write their request frames themselves and wait for the reader to hand back
 the reply.
 """
 
@@ -21,7 +21,8 @@ import trio_websocket
 
 from rushhour.client._connection import CLOSE_TIMEOUT_S, Refused, decode, hello, open_connection, reraise
 from rushhour.client._errors import ConnectionClosed, ServerError
-from rushhour.client._events import ClientEvent, Event, Message, Reconnected
+from rushhour.client._events import ClientEvent, Event, Message, Reconnected, Rejoined
+from rushhour.client._meetings import Seats
 from rushhour.client._requests import ReplyHook, Request, Requests
 from rushhour.client._state import (
     CLOSE_ABNORMAL,
@@ -123,6 +124,10 @@ class Client:
         self._max_backoff = max_backoff
         self._rng = random.Random()
         self._rooms = Rooms()
+        self._seats = Seats()
+        # Events that a reply's `on_reply` hook produced, delivered by the reader right
+        # after that reply, before any later frame (a rejoin's `Rejoined`).
+        self._after_reply: list[ClientEvent] = []
         self._requests = Requests()
         self._events_send, self._events_recv = trio.open_memory_channel[ClientEvent](EVENT_BUFFER)
         # The connection requests are written to directly; None while (re)connecting,
@@ -282,6 +287,138 @@ class Client:
         """Who of the room's members is online: `online` (sorted, at most 1,000) and `count`."""
         return await self._call({"op": "presence", "room": room}, retry=True)
 
+    # ----- meetings -----
+
+    async def create_meeting(
+        self,
+        title: str = "",
+        *,
+        key: str | None = None,
+        max_participants: int | None = None,
+        mode: str | None = None,
+    ) -> dict[str, Any]:
+        """Creates a meeting; the caller is its host (its first join takes the host seat).
+
+        Args:
+            title: Shown to participants (at most 256 chars).
+            key: Makes creating idempotent: creating again with the same key returns
+                the running meeting of that key. With a key, a create interrupted by a
+                drop is sent again; without one it raises `ConnectionClosed` (a second
+                meeting could be made).
+            max_participants: Seats at most (server default: 100, or 10,000 in
+                broadcast mode).
+            mode: `interactive` (the default) or `broadcast` (webinars).
+
+        Returns:
+            The reply: `meeting`, `host`, `created`.
+
+        Raises:
+            ServerError: e.g. `bad_request`, `overloaded`.
+        """
+        frame: dict[str, Any] = {"op": "meeting.create", "title": title}
+        for name, value in (("key", key), ("max_participants", max_participants), ("mode", mode)):
+            if value is not None:
+                frame[name] = value
+        return await self._call(frame, retry=key is not None)
+
+    async def join_meeting(self, meeting: str, seat: str | None = None) -> dict[str, Any]:
+        """Joins a meeting and keeps the seat: after a reconnect the client rejoins it by
+        itself with the seat token (`Rejoined` event, or an `error` event with the
+        `meeting` if the seat was refused, e.g. expired or removed).
+
+        A join refused as `overloaded` (the server's join rate) is sent again after
+        `retry_after_ms`. A join without `seat` interrupted by a drop raises
+        `ConnectionClosed` (sent again it would take a second seat); with `seat` it is
+        sent again.
+
+        Args:
+            meeting: The meeting id.
+            seat: A seat token from an earlier join (another client or a stored one):
+                takes that seat back, with the same participant id and role.
+
+        Returns:
+            The reply: `participant`, `seat`, `role`, `roster`, `epoch`, `mode`.
+
+        Raises:
+            ServerError: `not_found`, `forbidden`, `conflict` (full) ...
+        """
+        frame: dict[str, Any] = {"op": "meeting.join", "meeting": meeting}
+        if seat is not None:
+            frame["seat"] = seat
+
+        def on_reply(reply: dict[str, Any]) -> None:
+            if reply.get("op") == "reply":
+                self._seats.joined(reply)
+
+        return await self._call(frame, retry=seat is not None, on_reply=on_reply, retry_refused=True)
+
+    async def leave_meeting(self, meeting: str) -> None:
+        """Leaves a meeting for good (the others get `left`; the seat token stops working).
+
+        The client stops rejoining it at once. Interrupted by a drop, it raises
+        `ConnectionClosed`; the seat then ends when the server's grace time is over.
+
+        Raises:
+            ServerError: `not_found` (not in the meeting on this connection).
+        """
+        self._seats.forget(meeting)
+        await self._call({"op": "meeting.leave", "meeting": meeting}, retry=False)
+
+    async def signal(self, meeting: str, to: str, data: Any) -> None:
+        """Relays `data` (SDP, an ICE candidate, any JSON up to 64 KiB) to participant
+        `to`, who gets `Event("signal", {..., "from": <our participant id>})`.
+
+        Signals to one receiver arrive in order; to a participant that is reconnecting
+        they are held and delivered on its rejoin. Not sent again after a drop (it may
+        have been relayed): it then raises `ConnectionClosed`. Signals made while the
+        client is reconnecting wait, and go out after its seats are taken back.
+
+        Raises:
+            ServerError: `forbidden` (no seat here), `not_found`, `too_large`,
+                `overloaded` (the receiver's held signals are full: retry after
+                `retry_after_ms`).
+        """
+        await self._call({"op": "signal", "meeting": meeting, "to": to, "data": data}, retry=False)
+
+    async def mute(self, meeting: str, participant: str, muted: bool = True) -> None:
+        """Mutes (or unmutes) a participant: host or tenant admin, or oneself.
+
+        Raises:
+            ServerError: `forbidden`, `not_found`.
+        """
+        frame = {"op": "meeting.mute", "meeting": meeting, "participant": participant, "muted": muted}
+        await self._call(frame, retry=True)  # setting a state twice changes nothing
+
+    async def remove(self, meeting: str, participant: str) -> None:
+        """Removes a participant for the rest of the meeting (host or tenant admin).
+
+        Raises:
+            ServerError: `forbidden`, `not_found`, `bad_request` (oneself).
+        """
+        await self._call({"op": "meeting.remove", "meeting": meeting, "participant": participant}, retry=False)
+
+    async def transfer_host(self, meeting: str, participant: str) -> None:
+        """Makes `participant` the host (host or tenant admin); the others get `host_changed`.
+
+        Raises:
+            ServerError: `forbidden`, `not_found`.
+        """
+        frame = {"op": "meeting.transfer_host", "meeting": meeting, "participant": participant}
+        await self._call(frame, retry=False)
+
+    async def end_meeting(self, meeting: str) -> None:
+        """Ends the meeting for everyone (host or tenant admin): event `ended`.
+
+        Raises:
+            ServerError: `forbidden`, `not_found`.
+        """
+        await self._call({"op": "meeting.end", "meeting": meeting}, retry=False)
+
+    @property
+    def meetings(self) -> dict[str, str]:
+        """Meeting id → participant id of every seat the client holds (and rejoins)."""
+        return self._seats.snapshot()
+
     async def aclose(self) -> None:
         """Closes the connection (code 1000) and stops reconnecting; idempotent.
 
@@ -329,12 +466,24 @@ class Client:
 
         await self._call({"op": op, "room": room}, retry=True, on_reply=on_reply)
 
-    async def _call(self, frame: dict[str, Any], *, retry: bool, on_reply: ReplyHook | None = None) -> dict[str, Any]:
+    async def _call(
+        self,
+        frame: dict[str, Any],
+        *,
+        retry: bool,
+        on_reply: ReplyHook | None = None,
+        retry_refused: bool | None = None,
+    ) -> dict[str, Any]:
+        """Runs one request. `retry`: resend it after a drop; `retry_refused` (default:
+        `retry`): send it again after `rate_limited`/`overloaded`, which the server
+        answers without acting."""
+        if retry_refused is None:
+            retry_refused = retry
         while True:
             try:
                 return await self._call_once(frame, retry, on_reply)
             except ServerError as e:
-                if not retry or e.code not in RETRY_CODES:
+                if not retry_refused or e.code not in RETRY_CODES:
                     raise
                 wait_ms = e.retry_after_ms if e.retry_after_ms is not None else DEFAULT_RETRY_AFTER_MS
                 await trio.sleep(wait_ms / 1000)
@@ -430,7 +579,7 @@ class Client:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read, ws, nursery.cancel_scope)
-                if await self._resend(ws, generation):
+                if await self._rejoin(ws, generation, nursery) and await self._resend(ws, generation):
                     self._ws = ws  # from here on, callers write to it directly
                     nursery.start_soon(self._resubscribe)
         finally:
@@ -448,6 +597,56 @@ class Client:
         except trio_websocket.ConnectionClosed:
             return False
         return True
+
+    async def _rejoin(self, ws: trio_websocket.WebSocketConnection, generation: int, nursery: trio.Nursery) -> bool:
+        """Writes a `meeting.join` with the seat token of every meeting the client is in,
+        ahead of anything else, so that requests waiting for this connection (a signal,
+        a host control) reach the server once the seat is back; returns False if the
+        connection closed meanwhile."""
+        try:
+            for seat in self._seats.rejoins():
+                frame = {"op": "meeting.join", "meeting": seat.meeting, "seat": seat.token}
+                request = Request(frame, retry=False, on_reply=self._rejoin_hook(seat.meeting, nursery))
+                await ws.send_message(self._requests.encode(request, generation))
+        except trio_websocket.ConnectionClosed:
+            return False
+        return True
+
+    def _rejoin_hook(self, meeting: str, nursery: trio.Nursery | None) -> ReplyHook:
+        """What the reader does with a rejoin's answer: keep the new seat token and tell
+        the application (`Rejoined`); after `overloaded`, try again later (`nursery`: the
+        connection's, None when the retrying `_call` waits itself); after any other
+        error, forget the seat and tell the application (an `error` event)."""
+
+        def on_reply(reply: dict[str, Any]) -> None:
+            if reply.get("op") == "reply":
+                fields = {k: v for k, v in reply.items() if k not in ("op", "id")}
+                self._seats.joined(fields)
+                self._after_reply.append(Rejoined(meeting, fields))
+                return
+            error = ServerError.from_frame(reply)
+            if error.code in RETRY_CODES:
+                if nursery is not None:
+                    wait_ms = error.retry_after_ms if error.retry_after_ms is not None else DEFAULT_RETRY_AFTER_MS
+                    nursery.start_soon(self._rejoin_later, meeting, wait_ms)
+                return
+            seat = self._seats.get(meeting)
+            self._seats.forget(meeting, seat.participant if seat else None)
+            data = {"op": "error", "code": error.code, "message": error.message, "meeting": meeting}
+            self._after_reply.append(Event("error", data))
+
+        return on_reply
+
+    async def _rejoin_later(self, meeting: str, wait_ms: int) -> None:
+        """A rejoin refused as `overloaded` (every seat of a restarted server at once),
+        sent again once `retry_after_ms` has passed, until it is answered otherwise."""
+        await trio.sleep(wait_ms / 1000)
+        seat = self._seats.get(meeting)
+        if seat is None:
+            return  # left meanwhile
+        frame = {"op": "meeting.join", "meeting": meeting, "seat": seat.token}
+        with contextlib.suppress(ServerError, ConnectionClosed):  # the hook told the application
+            await self._call(frame, retry=True, on_reply=self._rejoin_hook(meeting, None))
 
     async def _resubscribe(self) -> None:
         """Subscribes again to every room, from the last message delivered."""
@@ -482,7 +681,11 @@ class Client:
         op: str = frame["op"]
         if op == "reply" or (op == "error" and "id" in frame):
             self._requests.resolve(frame)  # unknown ids: answers nobody waits for
+            while self._after_reply:
+                await self._events_send.send(self._after_reply.pop(0))
             return
+        if op == "meeting.event":
+            self._seats.event(frame)
         if op == "msg":
             try:
                 message = Message.from_frame(frame)

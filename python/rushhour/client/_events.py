@@ -39,7 +39,8 @@ class Message:
 @dataclass(frozen=True)
 class Event:
     """Any other pushed frame: receipts, presence, `meeting.event`, `signal`, errors
-    without a request id ...
+    without a request id ... A seat the client could not take back after a reconnect
+    is an `error` event with the `meeting` it was of (see `Client.join_meeting`).
 
     Attributes:
         op: The frame's `op`.
@@ -65,5 +66,24 @@ class Reconnected:
     resumed: bool
 
 
+@dataclass(frozen=True)
+class Rejoined:
+    """The client took its seat of a meeting back on a new connection, by itself.
+
+    Comes after `Reconnected` and before anything the meeting sends on the new
+    connection (signals held for the seat while it was away follow it, in order). The
+    participant id and role are the seat's; the others got `rejoined` and expect a new
+    peer connection to be negotiated.
+
+    Attributes:
+        meeting: The meeting id.
+        reply: The `meeting.join` reply (without `op` and `id`): `participant`, `seat`,
+            `role`, `roster`, `epoch`, `mode` (and `viewers` in broadcast mode).
+    """
+
+    meeting: str
+    reply: dict[str, Any]
+
+
 #: What iterating a client yields.
-ClientEvent = Message | Event | Reconnected
+ClientEvent = Message | Event | Reconnected | Rejoined

@@ -116,7 +116,12 @@ class Requests:
         self._order[request] = None
 
     def encode(self, request: Request, generation: int) -> str:
-        """Gives `request` a fresh id on connection `generation`; returns the text to write."""
+        """Gives `request` a fresh id on connection `generation`; returns the text to write.
+
+        A request never `add`ed (the client's own meeting rejoins, written ahead of
+        everything else on a new connection) takes no slot and is never resent: its
+        reply still goes to its `on_reply`, and it is forgotten with its connection.
+        """
         request.id = next(self._ids)
         request.generation = generation
         self._by_id[request.id] = request
@@ -164,6 +169,10 @@ class Requests:
                 request.id = request.generation = None
             else:
                 self._finish(request, error)
+        for request_id, request in list(self._by_id.items()):
+            if request.generation == generation:  # requests outside the table
+                del self._by_id[request_id]
+                request.finish(error)
 
     def close(self, error: ConnectionClosed) -> None:
         """Fails every request with `error`, now and from now on."""

@@ -186,6 +186,8 @@ class HttpConnection:
         return "not_found", _error(404, "not_found", "no such endpoint")
 
     async def _publish(self, request: h11.Request, body: bytes) -> _Response:
+        if self.app.draining:
+            return _error(503, "overloaded", "the server is shutting down: publish to another")
         api_key = self.app.config.api_key
         given = _header(request, b"authorization")
         if api_key is None or given != b"Bearer " + api_key.encode():
