@@ -315,6 +315,20 @@ impl Broker {
         None
     }
 
+    /// Queues the reply to a request of `conn`: only when it had an `id` and the
+    /// connection is still attached; `build` makes the frame from the id.
+    pub(crate) fn reply(
+        &self,
+        conn: ConnId,
+        id: Option<i64>,
+        ob: &mut Outbox,
+        build: impl FnOnce(i64) -> Bytes,
+    ) {
+        if let (Some(id), Some(c)) = (id, self.conns.get(&conn)) {
+            ob.push(&c.out, build(id));
+        }
+    }
+
     /// Queues an error frame for a connection.
     pub fn reply_error(&mut self, conn: ConnId, id: Option<i64>, err: &Error, ob: &mut Outbox) {
         if let Some(c) = self.conns.get(&conn) {

@@ -219,19 +219,19 @@ impl Broker {
         let room_id = self.rooms.intern(&tenant, &room);
         // The reply goes first: replay frames follow it.
         let subscribed = self.subscribe(conn, room_id, &user, since)?;
-        if let (Some(id), Some(c)) = (id, self.conns.get(&conn)) {
-            let out = c.out.clone();
-            let mut reply = JsonFrame::reply(id, 128)
+        self.reply(conn, id, ob, |id| {
+            let reply = JsonFrame::reply(id, 128)
                 .str("room", &room)
                 .uint("last_seq", subscribed.last.0)
                 .uint("first_seq", subscribed.first.0)
                 .uint("read_seq", subscribed.cursors.1)
                 .uint("delivered_seq", subscribed.cursors.0);
             if subscribed.truncated {
-                reply = reply.bool("truncated", true);
+                reply.bool("truncated", true).finish()
+            } else {
+                reply.finish()
             }
-            ob.push(&out, reply.finish());
-        }
+        });
         self.refill(conn, ob);
         Ok(())
     }
@@ -411,10 +411,7 @@ impl Broker {
     }
 
     fn reply_ok(&mut self, conn: ConnId, id: Option<i64>, ob: &mut Outbox) {
-        if let (Some(id), Some(c)) = (id, self.conns.get(&conn)) {
-            let out = c.out.clone();
-            ob.push(&out, JsonFrame::reply(id, 0).finish());
-        }
+        self.reply(conn, id, ob, |id| JsonFrame::reply(id, 0).finish());
     }
 
     pub(crate) fn handle_history(
@@ -435,13 +432,12 @@ impl Broker {
             Some(room_id) => self.history(room_id, before, limit),
             None => Vec::new(),
         };
-        if let (Some(id), Some(c)) = (id, self.conns.get(&conn)) {
-            let out = c.out.clone();
+        self.reply(conn, id, ob, |id| {
             let size: usize = messages.iter().map(|m| m.frame.len()).sum();
-            let reply = JsonFrame::reply(id, size + messages.len())
-                .raw_array("messages", messages.iter().map(|m| m.json()));
-            ob.push(&out, reply.finish());
-        }
+            JsonFrame::reply(id, size + messages.len())
+                .raw_array("messages", messages.iter().map(|m| m.json()))
+                .finish()
+        });
         Ok(())
     }
 

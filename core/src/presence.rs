@@ -120,16 +120,14 @@ impl Broker {
         };
         let count = online.len();
         online.truncate(MAX_LISTED); // Members iterate in user order: the first ones.
-        if let (Some(id), Some(c)) = (id, self.conns.get(&conn)) {
-            let out = c.out.clone();
-            let mut list = Vec::with_capacity(online.len() * 16 + 2);
-            json_strings(&mut list, online.iter().map(|u| &***u));
-            let reply = JsonFrame::reply(id, list.len() + 32)
+        let mut list = Vec::with_capacity(online.len() * 16 + 2);
+        json_strings(&mut list, online.iter().map(|u| &***u));
+        self.reply(conn, id, ob, |id| {
+            JsonFrame::reply(id, list.len() + 32)
                 .raw("online", &list)
                 .uint("count", count as u64)
-                .finish();
-            ob.push(&out, reply);
-        }
+                .finish()
+        });
         Ok(())
     }
 }

@@ -73,14 +73,12 @@ impl Broker {
         }
         let read_to = if read { seq } else { Seq(0) };
         let (delivered, read_seq) = self.move_cursors(room_id, &user, seq, read_to);
-        if let (Some(id), Some(c)) = (id, self.conns.get(&conn)) {
-            let out = c.out.clone();
-            let reply = JsonFrame::reply(id, 48)
+        self.reply(conn, id, ob, |id| {
+            JsonFrame::reply(id, 48)
                 .uint("delivered_seq", delivered)
                 .uint("read_seq", read_seq)
-                .finish();
-            ob.push(&out, reply);
-        }
+                .finish()
+        });
         Ok(())
     }
 
@@ -115,16 +113,14 @@ impl Broker {
         let (room_id, _) = self.member_room(conn, frame)?;
         let seq = Self::required_seq(frame)?;
         let (members, delivered, read) = self.rooms.get(room_id).members.counts(seq.0);
-        if let (Some(id), Some(c)) = (id, self.conns.get(&conn)) {
-            let out = c.out.clone();
-            let reply = JsonFrame::reply(id, 96)
+        self.reply(conn, id, ob, |id| {
+            JsonFrame::reply(id, 96)
                 .uint("seq", seq.0)
                 .uint("members", members as u64)
                 .uint("delivered", delivered as u64)
                 .uint("read", read as u64)
-                .finish();
-            ob.push(&out, reply);
-        }
+                .finish()
+        });
         Ok(())
     }
 
@@ -150,17 +146,15 @@ impl Broker {
         } else {
             members.read_by(seq.0, after.as_deref(), limit)
         };
-        if let (Some(id), Some(c)) = (id, self.conns.get(&conn)) {
-            let out = c.out.clone();
-            let mut list = Vec::with_capacity(users.len() * 16 + 2);
-            json_strings(&mut list, users.iter().map(|u| &**u));
-            let mut reply = JsonFrame::reply(id, list.len() + 48).raw("users", &list);
-            reply = match next {
-                Some(next) => reply.str("next", &next),
-                None => reply.raw("next", b"null"),
-            };
-            ob.push(&out, reply.finish());
-        }
+        let mut list = Vec::with_capacity(users.len() * 16 + 2);
+        json_strings(&mut list, users.iter().map(|u| &**u));
+        self.reply(conn, id, ob, |id| {
+            let reply = JsonFrame::reply(id, list.len() + 48).raw("users", &list);
+            match next {
+                Some(next) => reply.str("next", &next).finish(),
+                None => reply.raw("next", b"null").finish(),
+            }
+        });
         Ok(())
     }
 
@@ -207,15 +201,11 @@ impl Broker {
         ob: &mut Outbox,
     ) -> Result<()> {
         let rooms = self.unread_json(conn)?;
-        if let (Some(id), Some(c)) = (id, self.conns.get(&conn)) {
-            let out = c.out.clone();
-            ob.push(
-                &out,
-                JsonFrame::reply(id, rooms.len() + 16)
-                    .raw("rooms", &rooms)
-                    .finish(),
-            );
-        }
+        self.reply(conn, id, ob, |id| {
+            JsonFrame::reply(id, rooms.len() + 16)
+                .raw("rooms", &rooms)
+                .finish()
+        });
         Ok(())
     }
 
