@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 FSYNC_POLICIES = ("always", "batch", "never")
+ADMISSION_MODES = ("on", "off")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 #: Smallest outbound queue: room for a few of the largest messages (64 KiB bodies).
 MIN_QUEUE_BYTES = 256 << 10
@@ -48,6 +49,10 @@ class Config:
         max_bad_frames: Non-JSON or binary frames tolerated per connection.
         memory_retention: Newest messages kept per room in memory for replay; older ones
             are read from the log on disk.
+        session_rate: Fresh sessions (`hello` without a resume) admitted per second.
+        session_burst: Fresh sessions admitted at once before `session_rate` applies.
+        admission: `on` refuses hellos over the limits (`overloaded`, close 1013);
+            `off` admits every hello (contrast runs).
     """
 
     host: str = "127.0.0.1"
@@ -76,11 +81,18 @@ class Config:
     send_burst: float = 10_000.0
     max_bad_frames: int = 10
     memory_retention: int = 10_000
+    session_rate: float = 5_000.0
+    session_burst: float = 10_000.0
+    admission: str = "on"
     _generated_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
     def __post_init__(self) -> None:
         if self.fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}")
+        if self.admission not in ADMISSION_MODES:
+            raise ValueError(f"admission must be one of {', '.join(ADMISSION_MODES)}")
+        if self.session_rate <= 0 or self.session_burst < 1:
+            raise ValueError("session_rate must be > 0 and session_burst at least 1")
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be 0-65535")
         if self.max_queue_bytes < MIN_QUEUE_BYTES:
@@ -132,6 +144,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs.update(default=env)
             if f.name == "fsync":
                 kwargs["choices"] = FSYNC_POLICIES
+            elif f.name == "admission":
+                kwargs["choices"] = ADMISSION_MODES
         parser.add_argument(flag, **kwargs)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import trio
 
 from rushhour._core import Engine
 from rushhour.config import Config
+from rushhour.server._admission import Admission
 from rushhour.server._connection import Connection
 from rushhour.server._http import HttpConnection
 from rushhour.server._meetings import LogMeetingStore, MeetingRegistry
@@ -62,7 +64,9 @@ class App:
     def __init__(self, config: Config, engine: Engine | None = None) -> None:
         self.config = config
         self.engine = engine if engine is not None else engine_for(config)
-        self.metrics = Metrics(self.engine)
+        #: Admission of new sessions (`hello`), decided before any token is verified.
+        self.admission = Admission(config.session_rate, config.session_burst, enabled=config.admission == "on")
+        self.metrics = Metrics(self.engine, lambda: self.admission.queue_estimate(time.monotonic()))
         self.sessions = SessionRegistry()
         self.draining = False
         #: The connections the core reads, by id, for its events.

@@ -21,6 +21,7 @@ import trio
 from rushhour import auth
 from rushhour._core import RushhourError
 from rushhour.server import _meetings
+from rushhour.server._admission import peek_claims
 
 if TYPE_CHECKING:
     from rushhour.server._app import App
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 CLOSE_LINGER_S = 5.0
 
 CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_UNAUTHORIZED = 4001
 
 
@@ -135,8 +137,31 @@ class Connection:
             return
         self.send(_error("bad_request", f"unknown op {op!r}", request_id))
 
+    def _admit(self, frame: dict[str, Any]) -> bool:
+        """Admission before verification: the unverified tenant decides fairness, a known
+        session of the same tenant and user goes ahead; a refusal closes 1013."""
+        app = self.app
+        if not app.admission.enabled:
+            return True
+        tenant, user = peek_claims(frame.get("token"))
+        owner = app.sessions.owner(frame.get("resume"))
+        resume = owner is not None and owner == (tenant, user)
+        refusal = app.admission.admit(tenant, time.monotonic(), resume=resume)
+        if refusal is None:
+            app.metrics.admitted.labels("resume" if resume else "fresh").inc()
+            return True
+        app.metrics.refused.labels(refusal.reason).inc()
+        app.metrics.hellos.labels("overloaded").inc()
+        reply: dict[str, Any] = json.loads(_error("overloaded", "the server is busy: retry later", frame.get("id")))
+        reply.update(retry_after_ms=refusal.retry_after_ms, queue_pos=refusal.queue_pos)
+        self.send(json.dumps(reply, separators=(",", ":")))
+        self.close(CLOSE_TRY_AGAIN_LATER, json.dumps({"retry_after_ms": refusal.retry_after_ms}, separators=(",", ":")))
+        return False
+
     def _hello(self, frame: dict[str, Any]) -> None:
         metrics = self.app.metrics
+        if not self._admit(frame):
+            return
         try:
             claims = auth.verify(frame.get("token"), self.app.config.signing_secret)
             self.app.engine.open_session(

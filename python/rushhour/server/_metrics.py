@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -42,7 +42,7 @@ class _CoreCollector(Collector):
 class Metrics:
     """A registry per server, so several servers can run in one process."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, admission_queue: Callable[[], float] = lambda: 0.0) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_CoreCollector(engine))
         self.http_requests = Counter(
@@ -52,6 +52,19 @@ class Metrics:
             "rushhour_ws_handshakes", "WebSocket handshakes by outcome", ["outcome"], registry=self.registry
         )
         self.hellos = Counter("rushhour_hellos", "hello frames by outcome", ["outcome"], registry=self.registry)
+        self.admitted = Counter(
+            "rushhour_admission_admitted", "hellos admitted by kind (fresh, resume)", ["kind"], registry=self.registry
+        )
+        self.refused = Counter(
+            "rushhour_admission_refused",
+            "hellos refused as overloaded, by the bucket that refused (server, tenant)",
+            ["reason"],
+            registry=self.registry,
+        )
+        queue = Gauge(
+            "rushhour_admission_queue", "Refused clients estimated to be waiting to retry", registry=self.registry
+        )
+        queue.set_function(admission_queue)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -31,6 +31,11 @@ class SessionRegistry:
         self._records: OrderedDict[str, SessionRecord] = OrderedDict()
         self._limit = limit
 
+    def owner(self, token: object) -> tuple[str, str] | None:
+        """(tenant, user) of a known session token, else None."""
+        record = self._records.get(token) if isinstance(token, str) else None
+        return (record.tenant, record.user) if record is not None else None
+
     def open(self, tenant: str, user: str, conn: int, resume: object) -> tuple[str, bool, int | None]:
         """Opens or resumes a session on `conn`.
 

@@ -1,0 +1,186 @@
+"""Admission of new sessions: who may `hello` now, decided before any JWT is verified.
+
+Sans-IO: `Admission.admit` takes the time as `now_s` (monotonic seconds) and returns
+None (go ahead) or a `Refusal`; the connection sends it and closes 1013.
+
+- **Server bucket**: `rate` sessions/s, `burst` at most. A fresh login takes one token.
+- **Fairness across tenants**: every tenant seen within `ACTIVE_WINDOW_S` is *active*;
+  with `n` active tenants each has a bucket of `rate / n` per second and `burst / n` at
+  most, charged on each of its fresh logins. That bucket is enforced only while the
+  server bucket is *short* (under half full): with room to spare anyone gets in, under
+  pressure a tenant gets at most its fair share. A tenant flooding the server empties
+  its own bucket and is then refused, while the server bucket refills at the full
+  rate, so a small tenant (whose bucket is full) finds tokens within about
+  `n / rate` seconds.
+- **Resumes go ahead**: a `hello` resuming a known session of the same tenant and
+  user is never refused; it takes a server token when there is one.
+- **Refusals spread the clients out**: refused clients are remembered until their
+  retry time. Served fairly, a tenant with `w` clients waiting has about `n * w`
+  clients ahead of its next one (every active tenant gets a turn per round), and never
+  more than all those waiting: that is `queue_pos`. The wait is the time the server
+  bucket needs to serve them and this one (`base = (queue_pos + 1 - tokens) / rate`,
+  at least the tenant bucket's own wait), plus a uniform jitter of up to
+  `base / 2 + JITTER_MS`, capped at `MAX_RETRY_AFTER_MS`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import heapq
+import json
+import math
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+
+#: Fresh sessions per second the server takes, and the burst it absorbs: generous
+#: enough that only a stampede meets them.
+SESSION_RATE = 5_000.0
+SESSION_BURST = 10_000.0
+#: A tenant is active (shares the server) this long after its latest hello.
+ACTIVE_WINDOW_S = 10.0
+#: Tenants remembered at most; the least recently seen go first (a forgotten tenant's
+#: bucket starts full, which only ever lets a quiet tenant in).
+MAX_TENANTS = 10_000
+#: Refused clients remembered for `queue_pos` at most (each costs a heap entry).
+MAX_QUEUE_TRACKED = 100_000
+#: Jitter added to every refusal, on top of half the computed wait.
+JITTER_MS = 100
+#: Longest wait ever asked of a refused client.
+MAX_RETRY_AFTER_MS = 60_000
+#: Bucket key of hellos whose token names no tenant (they fail verification later).
+UNKNOWN_TENANT = ""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A refused hello: how long to wait, how many are ahead, and which bucket refused."""
+
+    retry_after_ms: int
+    queue_pos: int
+    reason: str  # "server" or "tenant"
+
+
+class _Bucket:
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self, tokens: float, now: float) -> None:
+        self.tokens, self.stamp = tokens, now
+
+    def refill(self, now: float, rate: float, burst: float) -> None:
+        self.tokens = min(burst, self.tokens + max(0.0, now - self.stamp) * rate)
+        self.stamp = now
+
+
+def peek_claims(token: object) -> tuple[str | None, str | None]:
+    """(tenant, sub) read from a JWT's payload *without* verifying it: only for deciding
+    admission, never for trusting anyone. (None, None) when unreadable."""
+    if not isinstance(token, str):
+        return None, None
+    parts = token.split(".")
+    if len(parts) != 3 or len(parts[1]) > 8192:
+        return None, None
+    try:
+        raw = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        payload = json.loads(raw)
+    except (binascii.Error, ValueError):
+        return None, None
+    if not isinstance(payload, dict):
+        return None, None
+    tenant, sub = payload.get("tenant"), payload.get("sub")
+    return (tenant if isinstance(tenant, str) else None), (sub if isinstance(sub, str) else None)
+
+
+class Admission:
+    """Token buckets of new sessions, per server and fair across tenants (module doc)."""
+
+    def __init__(
+        self,
+        rate: float = SESSION_RATE,
+        burst: float = SESSION_BURST,
+        *,
+        enabled: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("session rate must be > 0 and burst >= 1")
+        self.rate, self.burst, self.enabled = rate, burst, enabled
+        self._rng = rng if rng is not None else random.Random()
+        self._server = _Bucket(burst, 0.0)
+        self._started = False
+        #: Tenant buckets, least recently seen first.
+        self._tenants: OrderedDict[str, tuple[_Bucket, float]] = OrderedDict()
+        #: (retry time, tenant) of refused clients still waiting (a min-heap), and how
+        #: many of them each tenant has.
+        self._waiting: list[tuple[float, str]] = []
+        self._waiting_by_tenant: dict[str, int] = {}
+        self._now = 0.0
+
+    def admit(self, tenant: str | None, now_s: float, *, resume: bool = False) -> Refusal | None:
+        """Decides one hello: None admits it (taking its tokens), else the refusal."""
+        if not self.enabled:
+            return None
+        self._advance(now_s)
+        server = self._server
+        server.refill(now_s, self.rate, self.burst)
+        if resume:
+            server.tokens = max(0.0, server.tokens - 1.0)
+            return None
+        key = tenant if tenant is not None else UNKNOWN_TENANT
+        bucket = self._tenant(key, now_s)
+        n = len(self._tenants)
+        bucket.refill(now_s, self.rate / n, self.burst / n)
+        short = server.tokens < self.burst / 2
+        if server.tokens >= 1.0 and (not short or bucket.tokens >= 1.0):
+            server.tokens -= 1.0
+            bucket.tokens = max(0.0, bucket.tokens - 1.0)
+            return None
+        queue_pos = min(len(self._waiting), n * self._waiting_by_tenant.get(key, 0))
+        base_s = (queue_pos + 1 - server.tokens) / self.rate
+        reason = "server"
+        if server.tokens >= 1.0:  # refused by its tenant bucket alone
+            reason = "tenant"
+            base_s = max(base_s, (1.0 - bucket.tokens) / (self.rate / n))
+        base_ms = max(1, math.ceil(base_s * 1000))
+        jitter = self._rng.uniform(0, base_ms / 2 + JITTER_MS)
+        retry_ms = min(MAX_RETRY_AFTER_MS, base_ms + int(jitter))
+        if len(self._waiting) < MAX_QUEUE_TRACKED:
+            heapq.heappush(self._waiting, (now_s + retry_ms / 1000, key))
+            self._waiting_by_tenant[key] = self._waiting_by_tenant.get(key, 0) + 1
+        return Refusal(retry_ms, queue_pos, reason)
+
+    def queue_estimate(self, now_s: float | None = None) -> int:
+        """Refused clients still waiting to retry (as of `now_s`, else the latest admit)."""
+        if now_s is not None:
+            self._advance(now_s)
+        return len(self._waiting)
+
+    def _advance(self, now_s: float) -> None:
+        if not self._started:
+            # The buckets start full at the first hello, whatever the clock's origin.
+            self._started = True
+            self._server.stamp = now_s
+        self._now = max(self._now, now_s)
+        waiting = self._waiting
+        by_tenant = self._waiting_by_tenant
+        while waiting and waiting[0][0] <= self._now:
+            _, key = heapq.heappop(waiting)
+            left = by_tenant[key] - 1
+            if left:
+                by_tenant[key] = left
+            else:
+                del by_tenant[key]
+        tenants = self._tenants
+        while tenants:
+            _, (_, seen) = next(iter(tenants.items()))
+            if seen > self._now - ACTIVE_WINDOW_S and len(tenants) <= MAX_TENANTS:
+                break
+            tenants.popitem(last=False)
+
+    def _tenant(self, tenant: str, now_s: float) -> _Bucket:
+        entry = self._tenants.pop(tenant, None)
+        n = len(self._tenants) + 1
+        bucket = entry[0] if entry is not None else _Bucket(self.burst / n, now_s)
+        self._tenants[tenant] = (bucket, now_s)
+        return bucket

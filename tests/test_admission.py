@@ -1,0 +1,242 @@
+"""Admission control of `hello`: the buckets on a simulated clock, then over real sockets
+against servers started with tiny limits."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from conftest import ServerProcess, start_server
+from rushhour.config import Config
+from rushhour.server._admission import JITTER_MS, MAX_RETRY_AFTER_MS, Admission, peek_claims
+from wsutil import hello, ws_connect
+
+RATE, BURST = 5, 5
+
+
+# -- the buckets, on a simulated clock ------------------------------------------------
+
+
+def test_burst_then_rate() -> None:
+    a = Admission(10, 10, rng=random.Random(1))
+    assert all(a.admit("acme", 100.0) is None for _ in range(10))
+    refusal = a.admit("acme", 100.0)
+    assert refusal is not None and refusal.reason == "server" and refusal.queue_pos == 0
+    # One token comes back every 100 ms.
+    assert a.admit("acme", 100.15) is None
+    assert a.admit("acme", 100.15) is not None
+
+
+def test_jitter_bounds_and_queue() -> None:
+    a = Admission(10, 1, rng=random.Random(2))
+    assert a.admit("acme", 0.0) is None
+    refusals = [a.admit("acme", 0.0) for _ in range(50)]
+    waits = [r.retry_after_ms for r in refusals if r is not None]
+    assert len(waits) == 50
+    for i, r in enumerate(refusals):
+        assert r is not None
+        # One tenant: every refused client before it is ahead of it.
+        assert r.queue_pos == i
+        base = (i + 1) * 100  # ms the bucket needs for those ahead and this one
+        assert base <= r.retry_after_ms <= min(MAX_RETRY_AFTER_MS, base + base // 2 + JITTER_MS)
+    assert len(set(waits)) > 40, "refusals are jittered"
+    assert a.queue_estimate(0.0) == 50
+    assert a.queue_estimate(MAX_RETRY_AFTER_MS / 1000) == 0
+
+
+def test_fairness_on_simulated_clock() -> None:
+    """Big tries 300 times/s, small twice a second, on a server of 10/s: small always
+    gets in, big gets the rest."""
+    a = Admission(10, 10, rng=random.Random(3))
+    small_ok = small_tries = big_ok = 0
+    for step in range(1000):  # 10 s in steps of 10 ms
+        now = step * 0.01
+        big_ok += sum(a.admit("big", now) is None for _ in range(3))
+        if step % 50 == 0:
+            small_tries += 1
+            small_ok += a.admit("small", now) is None
+    assert small_ok == small_tries == 20
+    assert 70 <= big_ok <= 10 + 10 * 10 - small_ok
+
+
+def test_fair_share_refuses_the_flooder_first() -> None:
+    """Whenever the big tenant has just been refused, a small one still gets in: the
+    big one was held to its share before the server bucket ran dry."""
+    a = Admission(10, 10, rng=random.Random(4))
+    assert a.admit("small", 0.0) is None  # both tenants are active
+    reasons = set()
+    for step in range(20):
+        now = step * 0.5
+        for _ in range(100):
+            refusal = a.admit("big", now)
+            if refusal is not None:
+                reasons.add(refusal.reason)
+                break
+        else:
+            raise AssertionError("big was never refused")
+        assert a.admit("small", now) is None
+    assert reasons == {"tenant"}
+
+
+def test_resume_never_refused_and_disabled_admits_all() -> None:
+    a = Admission(1, 1)
+    assert a.admit("acme", 0.0) is None
+    assert a.admit("acme", 0.0) is not None
+    assert all(a.admit("acme", 0.0, resume=True) is None for _ in range(100))
+    off = Admission(1, 1, enabled=False)
+    assert all(off.admit("acme", 0.0) is None for _ in range(100))
+    assert off.queue_estimate(0.0) == 0
+
+
+def test_peek_claims_reads_without_verifying() -> None:
+    token = jwt.encode({"sub": "alice", "tenant": "acme", "exp": 1}, "not-the-secret" * 4, algorithm="HS256")
+    assert peek_claims(token) == ("acme", "alice")
+    for bad in (None, 7, "", "a.b", "a.!!!.c", "a." + "x" * 20 + ".c"):
+        assert peek_claims(bad) == (None, None)
+
+
+def test_config_flags() -> None:
+    assert Config().admission == "on"
+    with pytest.raises(ValueError):
+        Config(admission="maybe")
+    with pytest.raises(ValueError):
+        Config(session_rate=0)
+
+
+# -- over real sockets ----------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server admitting 5 fresh sessions/s, burst 5."""
+    srv = start_server(tmp_path, "--session-rate", str(RATE), "--session-burst", str(BURST))
+    yield srv
+    assert srv.stop() == 0
+
+
+def attempt(srv: ServerProcess, user: str, tenant: str, **extra: Any) -> tuple[dict[str, Any], Any]:
+    """One connection and hello: (the answer, the close frame received or None)."""
+    with ws_connect(srv.url) as ws:
+        answer = hello(ws, srv.token(user, tenant), **extra)
+        if answer["op"] == "welcome":
+            return answer, None
+        with pytest.raises(ConnectionClosed) as info:
+            for _ in range(10):
+                ws.recv(timeout=10)
+        return answer, info.value.rcvd
+
+
+def refused(srv: ServerProcess, tenant: str, limit: int = 200) -> tuple[dict[str, Any], Any]:
+    """Fresh hellos until one is refused (at most `limit`)."""
+    for i in range(limit):
+        answer, close = attempt(srv, f"u{i}", tenant)
+        if answer["op"] == "error":
+            return answer, close
+    raise AssertionError(f"no refusal in {limit} hellos")
+
+
+def scrape(srv: ServerProcess) -> str:
+    with urllib.request.urlopen(srv.http + "/metrics", timeout=10) as resp:
+        return resp.read().decode()  # type: ignore[no-any-return]
+
+
+def healthz(srv: ServerProcess) -> int:
+    with urllib.request.urlopen(srv.http + "/healthz", timeout=10) as resp:
+        return int(resp.status)
+
+
+@pytest.mark.timeout(60)
+def test_refusal_frame_and_close(tiny: ServerProcess, tenant: str) -> None:
+    answer, close = refused(tiny, tenant)
+    assert list(answer) == ["op", "code", "message", "retry_after_ms", "queue_pos"]
+    assert answer["code"] == "overloaded"
+    assert close is not None and close.code == 1013
+    assert json.loads(close.reason) == {"retry_after_ms": answer["retry_after_ms"]}
+    # More refusals while flooding: waits bounded and jittered, queue positions present.
+    answers = [answer] + [a for a, _ in (attempt(tiny, "late", tenant) for _ in range(8)) if a["op"] == "error"]
+    assert len(answers) >= 3
+    for a in answers:
+        assert 1 <= a["retry_after_ms"] <= MAX_RETRY_AFTER_MS
+        assert isinstance(a["queue_pos"], int) and a["queue_pos"] >= 0
+    assert len({a["retry_after_ms"] for a in answers}) > 1
+    assert max(a["queue_pos"] for a in answers) > 0
+    # Refusing is not failing: /healthz stays 200; the refusals are counted.
+    assert healthz(tiny) == 200
+    text = scrape(tiny)
+    assert 'rushhour_admission_admitted_total{kind="fresh"}' in text
+    assert 'rushhour_admission_refused_total{reason="server"}' in text
+    assert 'rushhour_hellos_total{outcome="overloaded"}' in text
+    assert "rushhour_admission_queue " in text
+
+
+@pytest.mark.timeout(60)
+def test_resume_goes_ahead(tiny: ServerProcess, tenant: str) -> None:
+    welcome, _ = attempt(tiny, "alice", tenant)
+    assert welcome["op"] == "welcome"
+    for _ in range(3):
+        refused(tiny, tenant)
+        again, _ = attempt(tiny, "alice", tenant, resume=welcome["session"])
+        assert again["op"] == "welcome" and again["resumed"] is True
+    assert 'rushhour_admission_admitted_total{kind="resume"} 3.0' in scrape(tiny)
+
+
+@pytest.mark.timeout(120)
+def test_small_tenant_served_while_big_one_floods(tiny: ServerProcess, tenant: str) -> None:
+    big, small = tenant + "-big", tenant + "-small"
+    stop = threading.Event()
+    big_outcomes: list[str] = []
+
+    def flood() -> None:
+        for i in range(3000):  # ignores retry_after_ms: a stampede
+            if stop.is_set():
+                return
+            answer, _ = attempt(tiny, f"b{i}", big)
+            big_outcomes.append(answer["op"])
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    try:
+        # The flood has emptied the server bucket before the small tenant shows up.
+        deadline = time.monotonic() + 30
+        while big_outcomes.count("error") < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert big_outcomes.count("error") >= 5
+        refused_before = big_outcomes.count("error")
+        served = 0
+        for _ in range(3):
+            for _try in range(40):  # obeys retry_after_ms, as a client should
+                answer, _ = attempt(tiny, "s", small)
+                if answer["op"] == "welcome":
+                    served += 1
+                    break
+                time.sleep(min(answer["retry_after_ms"], 2000) / 1000)
+        assert served == 3
+        assert big_outcomes.count("error") > refused_before, "the big tenant was still flooding"
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert 'rushhour_admission_refused_total{reason="tenant"}' in scrape(tiny)
+
+
+@pytest.mark.timeout(60)
+def test_admission_off_serves_everyone(tmp_path: Path, tenant: str) -> None:
+    srv = start_server(
+        tmp_path, "--session-rate", str(RATE), "--session-burst", str(BURST), env={"RUSHHOUR_ADMISSION": "off"}
+    )
+    try:
+        for i in range(4 * BURST):
+            answer, _ = attempt(srv, f"u{i}", tenant)
+            assert answer["op"] == "welcome"
+        assert "rushhour_admission_refused_total{" not in scrape(srv)
+    finally:
+        assert srv.stop() == 0
