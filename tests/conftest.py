@@ -61,9 +61,10 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None, dev: bool = True) -> ServerProcess:
-    """Starts `rushhour serve` on a free port and waits for its listening line."""
-    args = [
+def serve_command(data_dir: Path, *extra: str, dev: bool = True) -> list[str]:
+    """The `rushhour serve` command line of the tests: loopback, any free port, the test
+    secret and api key."""
+    return [
         sys.executable,
         "-m",
         "rushhour",
@@ -81,6 +82,11 @@ def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
         *(["--dev"] if dev else []),
         *extra,
     ]
+
+
+def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None, dev: bool = True) -> ServerProcess:
+    """Starts `rushhour serve` on a free port and waits for its listening line."""
+    args = serve_command(data_dir, *extra, dev=dev)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})})
     assert proc.stdout is not None
     deadline = time.monotonic() + 30

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::broker::{Broker, Inbound, Now, Stats};
@@ -20,6 +20,7 @@ use crate::limits::Limits;
 use crate::outbound::State;
 use crate::reader::Reader;
 use crate::store::MessageStore;
+use crate::sync::lock;
 use crate::writer::Writer;
 
 /// Longest an HTTP publish waits for the log before it is answered `internal`.
@@ -33,10 +34,6 @@ pub struct Engine {
     inbox: Arc<Inbox>,
     clock: Clock,
     close_timeout_ms: u64,
-}
-
-fn lock(broker: &Mutex<Broker>) -> MutexGuard<'_, Broker> {
-    broker.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Engine {

@@ -8,9 +8,10 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use crate::ids::ConnId;
+use crate::sync::lock;
 
 /// One thing the control plane must handle for a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,10 +29,6 @@ pub enum ConnEvent {
 pub struct Inbox {
     events: Mutex<Vec<(ConnId, ConnEvent)>>,
     signal: OwnedFd,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Inbox {

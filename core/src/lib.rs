@@ -43,6 +43,7 @@ pub mod receipts;
 pub mod resume;
 pub mod room;
 pub mod store;
+mod sync;
 pub mod writer;
 
 pub use broker::{Broker, Inbound, Now, Stats};

@@ -23,6 +23,7 @@ use bytes::Bytes;
 
 use crate::codec::{close_code, encode_close};
 use crate::ids::{ConnId, Seq};
+use crate::sync::lock;
 
 /// Bytes charged per queued frame beyond its length: the `Bytes` handle and the deque slot.
 pub const ENTRY_OVERHEAD: usize = 48;
@@ -260,10 +261,6 @@ fn note<'a>(first: &mut HashMap<Box<str>, Seq>, frames: impl Iterator<Item = &'a
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// A connection's queue together with the socket it drains into.
 #[derive(Debug)]
 pub struct Outbound {
@@ -305,7 +302,7 @@ impl Outbound {
     /// Locks the queue. A poisoned lock means a panic elsewhere; the queue is still
     /// consistent (every method leaves it so), so keep serving.
     pub fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.queue)
     }
 
     /// Claims the right to list this queue as ready; false if it is listed already.

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use mio::unix::SourceFd;
@@ -19,6 +19,7 @@ use crate::broker::Inbound;
 use crate::ids::ConnId;
 use crate::inbox::{ConnEvent, Inbox};
 use crate::outbound::Outbound;
+use crate::sync::lock;
 
 /// Bytes read per `read` call.
 const READ_BYTES: usize = 64 << 10;
@@ -36,10 +37,6 @@ struct Shared {
     waker: Waker,
     registry: Registry,
     conns: Mutex<HashMap<usize, Arc<Outbound>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Handle to the reader thread.

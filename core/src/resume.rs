@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::fanout::Outbox;
 use crate::ids::{ConnId, RoomId, Seq};
 use crate::outbound::{Lost, Outbound};
+use crate::sync::lock;
 
 /// Ended connections remembered for resuming; the oldest are forgotten first.
 const MAX_PARKED: usize = 100_000;
@@ -36,7 +37,7 @@ impl ParkedConn {
     fn undelivered(&self) -> HashMap<Box<str>, Seq> {
         match self.out.upgrade() {
             Some(out) => out.lock().undelivered(),
-            None => self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            None => lock(&self.lost).clone(),
         }
     }
 }

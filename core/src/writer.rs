@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use crate::clock::Clock;
 use crate::ids::ConnId;
 use crate::outbound::{Outbound, Queue, State};
+use crate::sync::lock;
 
 /// Frames per `writev`: the kernel's IOV_MAX is 1024; 256 frames already fill a socket
 /// buffer many times over at chat sizes.
@@ -41,10 +42,6 @@ struct Shared {
     registry: Registry,
     /// Every attached queue by token, for writable events and shutdown.
     conns: Mutex<HashMap<usize, Arc<Outbound>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Handle to the writer thread.

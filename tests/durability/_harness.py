@@ -14,7 +14,6 @@ import json
 import os
 import struct
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -28,7 +27,7 @@ from typing import Any
 import jwt
 import trio
 
-from conftest import API_KEY, LISTENING, SECRET
+from conftest import LISTENING, SECRET, serve_command
 
 #: How long a server may take to print its listening line (recovery of a big log included).
 START_TIMEOUT_S = 30.0
@@ -38,28 +37,6 @@ RECV_BYTES = 64 << 10
 HISTORY_PAGE = 1000
 
 OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
-
-
-def serve_command(data_dir: Path, *extra: str) -> list[str]:
-    """The `rushhour serve` command line of these tests (as `conftest.start_server`'s)."""
-    return [
-        sys.executable,
-        "-m",
-        "rushhour",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--data-dir",
-        str(data_dir),
-        "--secret",
-        SECRET,
-        "--api-key",
-        API_KEY,
-        "--dev",
-        *extra,
-    ]
 
 
 def token(user: str, tenant: str = "acme", ttl: float = 3600) -> str:

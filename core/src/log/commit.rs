@@ -10,11 +10,12 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::segment::{self, MAGIC};
+use crate::sync::lock;
 
 /// When the commit thread calls `fsync`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,10 +71,6 @@ pub struct Durability {
     progress: Mutex<Progress>,
     moved: Condvar,
     on_durable: OnceLock<Box<dyn Fn() + Send + Sync>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl std::fmt::Debug for Durability {

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::frames;
 use crate::ids::{RoomId, Seq};
 use crate::store::{MemberState, MessageStore, RecoveredRoom, StoredMessage};
+use crate::sync::lock;
 
 pub use commit::{Durability, FsyncPolicy, Lsn};
 use record::Record;
@@ -256,7 +257,7 @@ impl Log {
     }
 
     fn file(&self, segment: u32) -> std::io::Result<Arc<File>> {
-        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let mut files = lock(&self.files);
         if let Some(f) = files.get(&segment) {
             return Ok(f.clone());
         }
@@ -306,7 +307,7 @@ impl Log {
                 self.doomed = Some((segments, lsn));
                 return Ok(());
             }
-            let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            let mut files = lock(&self.files);
             for n in segments {
                 files.remove(&n);
                 if let Err(e) = fs::remove_file(segment::path(&self.dir, n)) {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import time
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -172,6 +173,9 @@ class HttpConnection:
             if failure is not None:
                 reason = f"the log is not taking writes: {failure}"
                 return "healthz", _json(503, {"status": "degraded", "reason": reason})
+            waiting = app.admission.queue_estimate(time.monotonic())
+            if waiting:
+                return "healthz", _json(503, {"status": "overloaded", "waiting": waiting})
             return "healthz", _json(200, {"status": "ok"})
         if path == b"/metrics" and method == b"GET":
             return "metrics", _Response(200, app.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8")
