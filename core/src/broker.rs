@@ -66,6 +66,10 @@ pub struct Stats {
     pub log_waiting: u64,
     /// Whether the log takes writes (false once a write or fsync failed).
     pub log_writable: bool,
+    /// WebSocket handshakes answered by the core (the rest are answered in Python).
+    pub handshakes: u64,
+    /// Connections closed because no `hello` came in time.
+    pub hello_timeouts: u64,
 }
 
 /// All chat state of one node.
@@ -87,6 +91,8 @@ pub struct Broker {
     pub(crate) online: HashMap<(Arc<str>, Arc<str>), u32>,
     /// Rooms with receipt or presence updates waiting for the next flush.
     pub(crate) dirty_rooms: std::collections::HashSet<RoomId>,
+    /// Protocol connections by attach time, until `hello` must have come (oldest first).
+    greeting: std::collections::VecDeque<(u64, ConnId)>,
     next_conn: u64,
     ping: Bytes,
 }
@@ -122,6 +128,7 @@ impl Broker {
             memberships,
             online: HashMap::new(),
             dirty_rooms: std::collections::HashSet::new(),
+            greeting: std::collections::VecDeque::new(),
             next_conn: 1,
             ping: encode_frame(Opcode::Ping, b""),
         }
@@ -150,7 +157,32 @@ impl Broker {
             closing: None,
         };
         self.conns.insert(id, conn);
+        if kind == ConnKind::Session {
+            self.greeting.push_back((now.mono_ms, id));
+        }
         out
+    }
+
+    /// Closes (1008) the protocol connections that got no session within `timeout_ms`
+    /// of their handshake. Returns how many.
+    pub fn expire_hellos(&mut self, now: Now, timeout_ms: u64, ob: &mut Outbox) -> usize {
+        let mut closed = 0;
+        while let Some(&(since, conn)) = self.greeting.front() {
+            if now.mono_ms.saturating_sub(since) < timeout_ms {
+                break;
+            }
+            self.greeting.pop_front();
+            let waiting = self
+                .conns
+                .get(&conn)
+                .is_some_and(|c| c.session.is_none() && c.closing.is_none());
+            if waiting {
+                self.close(conn, close_code::POLICY, "hello timeout", false, ob);
+                closed += 1;
+            }
+        }
+        self.stats.hello_timeouts += closed as u64;
+        closed
     }
 
     /// Forgets a connection: it leaves every live list. Its queue stays with the writer

@@ -7,6 +7,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::accept::Listener;
 use crate::broker::{Broker, Inbound, Now, Stats};
 use crate::chat::Accepted;
 use crate::clock::Clock;
@@ -14,11 +15,12 @@ use crate::codec::close_code;
 use crate::conn::ConnKind;
 use crate::error::{Error, Result};
 use crate::fanout::Outbox;
+use crate::handshake::Origins;
 use crate::ids::ConnId;
 use crate::inbox::{ConnEvent, Inbox};
 use crate::limits::Limits;
 use crate::outbound::State;
-use crate::reader::Reader;
+use crate::reader::{Reader, UpgradeFn};
 use crate::store::MessageStore;
 use crate::sync::lock;
 use crate::writer::Writer;
@@ -60,6 +62,37 @@ impl Engine {
         )?);
         let inbox = Arc::new(Inbox::new()?);
         let (weak_broker, weak_writer) = (Arc::downgrade(&broker), Arc::downgrade(&writer));
+        let (upgrade_broker, upgrade_writer) = (Arc::downgrade(&broker), Arc::downgrade(&writer));
+        let on_upgrade: UpgradeFn = Box::new(move |fd, response, rest| {
+            let (Some(broker), Some(writer)) = (upgrade_broker.upgrade(), upgrade_writer.upgrade())
+            else {
+                return Err(io::Error::other("the engine is shutting down"));
+            };
+            let now = clock.now();
+            let mut ob = Outbox::new(now.mono_ms, close_timeout_ms);
+            let (out, inbound) = {
+                let mut b = lock(&broker);
+                let out = b.attach(Some(fd), ConnKind::Session, now);
+                b.stats.handshakes += 1;
+                ob.push(&out, response);
+                // Nothing but this connection's own frames can reach its queue before
+                // the writer knows it: it has no session yet.
+                let inbound = if rest.is_empty() {
+                    Inbound::Idle
+                } else {
+                    b.feed(out.conn, rest, now, &mut ob)
+                };
+                b.release(&mut ob);
+                b.reap_overflowed(&mut ob);
+                (out, inbound)
+            };
+            if let Err(e) = writer.attach(out.clone()) {
+                lock(&broker).detach(out.conn);
+                return Err(e);
+            }
+            writer.schedule(ob.ready);
+            Ok((out, inbound))
+        });
         let reader = Reader::spawn(
             Box::new(move |conn, data| {
                 let (Some(broker), Some(writer)) = (weak_broker.upgrade(), weak_writer.upgrade())
@@ -78,6 +111,7 @@ impl Engine {
                 writer.schedule(ob.ready);
                 inbound
             }),
+            on_upgrade,
             inbox.clone(),
         )?;
         // After each group commit: release the replies and fan-out it made durable.
@@ -142,6 +176,22 @@ impl Engine {
             return Err(e);
         }
         Ok(conn)
+    }
+
+    /// Accepts connections on a listening socket: the core answers WebSocket handshakes
+    /// to `/ws` (from `origins`, when listed) and hands every other request to the
+    /// control plane as a [`ConnEvent::Http`].
+    ///
+    /// # Errors
+    /// When the socket cannot be made non-blocking or registered.
+    pub fn listen(&self, fd: OwnedFd, origins: Vec<String>) -> io::Result<()> {
+        self.reader.listen(Listener::new(fd, Origins(origins))?)
+    }
+
+    /// Closes (1008) the connections that sent no `hello` within `timeout_ms`; returns
+    /// how many. Call it about once a second.
+    pub fn expire_hellos(&self, timeout_ms: u64) -> usize {
+        self.with(|b, now, ob| b.expire_hellos(now, timeout_ms, ob))
     }
 
     /// (Re)starts reading a connection attached with `read`: after the handshake's

@@ -22,6 +22,15 @@ pub enum ConnEvent {
     Closing(u16),
     /// The peer closed the stream or the socket failed: detach it.
     Ended,
+    /// A socket accepted by the core whose first request is not a WebSocket upgrade to
+    /// `/ws` (queued under connection 0): the taker owns `fd` from now on and serves the
+    /// request whose first bytes are `head`.
+    Http {
+        /// The socket, owned by whoever takes the event.
+        fd: std::os::fd::RawFd,
+        /// The bytes read from it so far.
+        head: Vec<u8>,
+    },
 }
 
 /// The queue of events and the eventfd that signals it.

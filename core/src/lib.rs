@@ -17,9 +17,12 @@
 //!   [`log`]: the durable implementation (segments, group commit, recovery).
 //! - [`limits`]: configurable limits and token buckets.
 //! - [`writer`], [`reader`], [`clock`]: the socket threads (the only writer; the reader,
-//!   reporting control frames through the [`inbox`]) and the only clock.
+//!   reporting control frames through the [`inbox`]) and the only clock; [`accept`],
+//!   [`handshake`]: the reader accepts connections and answers their WebSocket
+//!   handshake; [`token`]: the HS256 signature check of session tokens.
 //! - [`engine`]: broker + writer + clock behind one handle, for the binding.
 
+pub mod accept;
 pub mod broker;
 pub mod chat;
 pub mod clock;
@@ -29,6 +32,7 @@ pub mod engine;
 pub mod error;
 pub mod fanout;
 pub mod frames;
+pub mod handshake;
 pub mod ids;
 pub mod inbound;
 pub mod inbox;
@@ -44,6 +48,7 @@ pub mod resume;
 pub mod room;
 pub mod store;
 mod sync;
+pub mod token;
 pub mod writer;
 
 pub use broker::{Broker, Inbound, Now, Stats};

@@ -4,17 +4,21 @@
 //! hot ops (`send`…) run at once, and only control frames reach Python, through the
 //! [`Inbox`]; the connection is not read meanwhile, so its frames stay in order and the
 //! inbox stays bounded. A thread of its own (not the writer's), so that parsing and
-//! storing inbound frames runs beside the writes of the fan-out.
+//! storing inbound frames runs beside the writes of the fan-out. It also accepts new
+//! connections and answers their WebSocket handshake ([`crate::accept`]).
 
 use std::collections::{HashMap, HashSet};
 use std::io;
+use std::os::fd::{IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
+use crate::accept::{Handshake, Handshakes, Listener, LISTENER_TOKENS, PENDING_TOKENS};
 use crate::broker::Inbound;
 use crate::ids::ConnId;
 use crate::inbox::{ConnEvent, Inbox};
@@ -27,8 +31,15 @@ const READ_BYTES: usize = 64 << 10;
 const READS_PER_TURN: usize = 4;
 const WAKE: Token = Token(usize::MAX);
 
+/// How often sockets still in their handshake are checked for their deadline.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
 /// Called with bytes read from a connection: what the broker made of them.
 pub type ReadFn = Box<dyn Fn(ConnId, &[u8]) -> Inbound + Send + Sync>;
+/// Called with an upgraded socket, its `101` answer and the WebSocket bytes read after
+/// the head: attaches the connection and feeds those bytes.
+pub type UpgradeFn =
+    Box<dyn Fn(OwnedFd, bytes::Bytes, &[u8]) -> io::Result<(Arc<Outbound>, Inbound)> + Send + Sync>;
 
 struct Shared {
     /// Sockets to read whether or not epoll says so (reading resumed after a pause).
@@ -37,6 +48,8 @@ struct Shared {
     waker: Waker,
     registry: Registry,
     conns: Mutex<HashMap<usize, Arc<Outbound>>>,
+    /// Listening sockets by token.
+    listeners: Mutex<HashMap<usize, Listener>>,
 }
 
 /// Handle to the reader thread.
@@ -50,7 +63,7 @@ impl Reader {
     ///
     /// # Errors
     /// When epoll or the thread cannot be created.
-    pub fn spawn(on_read: ReadFn, inbox: Arc<Inbox>) -> io::Result<Reader> {
+    pub fn spawn(on_read: ReadFn, on_upgrade: UpgradeFn, inbox: Arc<Inbox>) -> io::Result<Reader> {
         let poll = Poll::new()?;
         let shared = Arc::new(Shared {
             to_read: Mutex::new(Vec::new()),
@@ -58,6 +71,7 @@ impl Reader {
             waker: Waker::new(poll.registry(), WAKE)?,
             registry: poll.registry().try_clone()?,
             conns: Mutex::new(HashMap::new()),
+            listeners: Mutex::new(HashMap::new()),
         });
         let thread = std::thread::Builder::new()
             .name("rushhour-reader".into())
@@ -68,9 +82,13 @@ impl Reader {
                         shared,
                         poll,
                         on_read,
+                        on_upgrade,
                         inbox,
                         draining: HashSet::new(),
                         buf: vec![0; READ_BYTES],
+                        handshakes: Handshakes::default(),
+                        accept_again: Vec::new(),
+                        expired_at: Instant::now(),
                     }
                     .run()
                 }
@@ -79,6 +97,18 @@ impl Reader {
             shared,
             thread: Some(thread),
         })
+    }
+
+    /// Accepts connections on a listening socket from now on.
+    ///
+    /// # Errors
+    /// When the socket cannot be made non-blocking or registered.
+    pub fn listen(&self, listener: Listener) -> io::Result<()> {
+        let mut listeners = lock(&self.shared.listeners);
+        let token = Token(LISTENER_TOKENS - listeners.len());
+        listener.register(&self.shared.registry, token)?;
+        listeners.insert(token.0, listener);
+        Ok(())
     }
 
     /// Takes over reading `out`'s socket, paused until [`Reader::start_reading`].
@@ -137,7 +167,14 @@ struct Loop {
     shared: Arc<Shared>,
     poll: Poll,
     on_read: ReadFn,
+    on_upgrade: UpgradeFn,
     inbox: Arc<Inbox>,
+    /// Accepted sockets until their request head is read.
+    handshakes: Handshakes,
+    /// Listeners to accept from again before sleeping (a turn did not empty them).
+    accept_again: Vec<usize>,
+    /// When handshake deadlines were last checked.
+    expired_at: Instant,
     /// Closing connections are still read (the bytes dropped) until the peer's end, so
     /// that unread bytes never turn the close into a reset.
     draining: HashSet<ConnId>,
@@ -148,25 +185,90 @@ impl Loop {
     fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut reads: Vec<Arc<Outbound>> = Vec::new();
+        let mut tokens: Vec<usize> = Vec::new();
         while !self.shared.stop.load(Ordering::SeqCst) {
             reads.append(&mut lock(&self.shared.to_read));
-            // With sockets left to read, only look for new events; else sleep in epoll.
-            let timeout = (!reads.is_empty()).then_some(std::time::Duration::ZERO);
+            // With work left over, only look for new events; else sleep in epoll (waking
+            // to expire handshakes while any are pending).
+            let timeout = if !reads.is_empty() || !self.accept_again.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                (!self.handshakes.is_empty()).then_some(EXPIRE_EVERY)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     eprintln!("rushhour reader: epoll failed: {e}");
                 }
             }
+            tokens.clear();
+            tokens.append(&mut self.accept_again);
+            tokens.extend(events.iter().map(|e| e.token().0).filter(|&t| t != WAKE.0));
             let conns = lock(&self.shared.conns);
-            reads.extend(
-                events
-                    .iter()
-                    .filter(|e| e.token() != WAKE)
-                    .filter_map(|e| conns.get(&e.token().0).cloned()),
-            );
+            reads.extend(tokens.iter().filter_map(|t| conns.get(t).cloned()));
             drop(conns);
+            for &token in &tokens {
+                if token >= PENDING_TOKENS {
+                    if token >= LISTENER_TOKENS - 64 {
+                        self.accept(token);
+                    } else {
+                        self.handshake(token);
+                    }
+                }
+            }
             for out in std::mem::take(&mut reads) {
                 self.read(&out);
+            }
+            if self.expired_at.elapsed() >= EXPIRE_EVERY {
+                self.expired_at = Instant::now();
+                self.handshakes
+                    .expire(self.expired_at, &self.shared.registry);
+            }
+        }
+        self.handshakes.clear(&self.shared.registry);
+    }
+
+    /// Accepts a turn's worth of connections from the listener of `token`.
+    fn accept(&mut self, token: usize) {
+        let listeners = lock(&self.shared.listeners);
+        let Some(listener) = listeners.get(&token) else {
+            return;
+        };
+        if !self.handshakes.accept(listener, &self.shared.registry) {
+            self.accept_again.push(token);
+        }
+    }
+
+    /// Reads an accepted socket's request head: upgrades it, or hands it to Python.
+    fn handshake(&mut self, token: usize) {
+        match self
+            .handshakes
+            .read(token, &mut self.buf, &self.shared.registry)
+        {
+            Handshake::Waiting => {}
+            Handshake::Http { fd, head } => {
+                let fd = fd.into_raw_fd();
+                self.inbox.push(ConnId(0), ConnEvent::Http { fd, head });
+            }
+            Handshake::Upgrade { fd, response, rest } => {
+                let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+                let Ok((out, inbound)) = (self.on_upgrade)(fd, response, &rest) else {
+                    return; // The engine is gone or the socket could not be registered.
+                };
+                out.reads.store(true, Ordering::Release);
+                let token = Token(out.conn.0 as usize);
+                if self
+                    .shared
+                    .registry
+                    .register(&mut SourceFd(&raw), token, Interest::READABLE)
+                    .is_err()
+                {
+                    self.inbox.push(out.conn, ConnEvent::Ended);
+                    return;
+                }
+                lock(&self.shared.conns).insert(token.0, out.clone());
+                if self.handle(&out, inbound) {
+                    self.read(&out);
+                }
             }
         }
     }
@@ -196,20 +298,30 @@ impl Loop {
             if self.draining.contains(&conn) {
                 continue;
             }
-            match (self.on_read)(conn, &self.buf[..n as usize]) {
-                Inbound::Idle => {}
-                Inbound::Control(text) => {
-                    out.paused.store(true, Ordering::Release);
-                    self.inbox.push(conn, ConnEvent::Control(text));
-                    return;
-                }
-                Inbound::Closing(code) => {
-                    self.draining.insert(conn);
-                    self.inbox.push(conn, ConnEvent::Closing(code));
-                }
+            let inbound = (self.on_read)(conn, &self.buf[..n as usize]);
+            if !self.handle(out, inbound) {
+                return;
             }
         }
         lock(&self.shared.to_read).push(out.clone());
+    }
+
+    /// Acts on what the broker made of a connection's bytes; false when reading it must
+    /// wait for the control plane.
+    fn handle(&mut self, out: &Arc<Outbound>, inbound: Inbound) -> bool {
+        match inbound {
+            Inbound::Idle => true,
+            Inbound::Control(text) => {
+                out.paused.store(true, Ordering::Release);
+                self.inbox.push(out.conn, ConnEvent::Control(text));
+                false
+            }
+            Inbound::Closing(code) => {
+                self.draining.insert(out.conn);
+                self.inbox.push(out.conn, ConnEvent::Closing(code));
+                true
+            }
+        }
     }
 
     /// The peer ended the stream (or the socket failed): stop reading, tell Python.

@@ -1,14 +1,22 @@
 """Session tokens: HS256 JWTs signed with the server secret, verified with the algorithm
-fixed by configuration (never read from the token)."""
+fixed by configuration (never read from the token).
+
+Tokens are issued with PyJWT. A `hello` checks its token's signature in the core
+(`verify_hs256`, ~2 µs against ~65 µs for `jwt.decode`: at 9 a.m. that check is most of
+a login's cost); the claims are checked here as PyJWT would (`exp` required and in the
+future, `nbf` if present not in the future).
+"""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
-from rushhour._core import is_valid_id
+from rushhour._core import is_valid_id, verify_hs256
 
 ALGORITHM = "HS256"
 #: Lifetime of dev tokens: a working day.
@@ -45,11 +53,25 @@ def verify(token: object, secret: str) -> Claims:
     if not isinstance(token, str) or not token:
         raise InvalidToken("token missing")
     try:
-        payload = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "tenant"]})
-    except jwt.ExpiredSignatureError:
-        raise InvalidToken("token expired") from None
-    except jwt.InvalidTokenError as e:
+        payload: Any = json.loads(verify_hs256(token, secret.encode()))
+    except ValueError as e:  # a bad signature, another alg, malformed, or not JSON
         raise InvalidToken(f"invalid token: {e}") from None
+    if not isinstance(payload, dict):
+        raise InvalidToken("invalid token: the payload is not a JSON object")
+    for claim in ("exp", "sub", "tenant"):
+        if claim not in payload:
+            raise InvalidToken(f'invalid token: Token is missing the "{claim}" claim')
+    now = time.time()
+    for claim in ("exp", "nbf", "iat"):
+        value = payload.get(claim)
+        if claim in payload and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InvalidToken(f"invalid token: {claim} must be a number")
+    if payload["exp"] <= now:
+        raise InvalidToken("token expired")
+    if payload.get("nbf", 0) > now:
+        raise InvalidToken("invalid token: the token is not yet valid (nbf)")
+    if payload.get("aud"):  # no audience is configured: such a token is meant for another
+        raise InvalidToken("invalid token: Invalid audience")
     user, tenant = payload["sub"], payload["tenant"]
     if not isinstance(user, str) or not is_valid_id(user):
         raise InvalidToken("invalid sub")

@@ -1,7 +1,7 @@
 //! `rushhour._core`: the PyO3 binding of rushhour-core. Only conversions live here.
 //!
-//! Calls that may touch many connections or the store release the GIL; the core's own
-//! threads never take it.
+//! Calls that take the broker's lock release the GIL (the reader thread may hold that
+//! lock for a while); the core's own threads never take the GIL.
 
 mod errors;
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 use rushhour_core::{
     inbox::ConnEvent, ConnId, ConnKind, FsyncPolicy, Inbound, Limits, Log, LogOptions, MemoryStore,
     MessageStore, RecoveryError,
@@ -140,15 +140,25 @@ impl Engine {
 
     /// The `unread` object of the connection's user, as JSON text: room → last_seq,
     /// read_seq, unread.
-    fn unread(&self, conn: u64) -> PyResult<String> {
-        Ok(self.inner.unread(ConnId(conn)).map_err(CoreError)?)
+    fn unread(&self, py: Python<'_>, conn: u64) -> PyResult<String> {
+        Ok(py
+            .detach(|| self.inner.unread(ConnId(conn)))
+            .map_err(CoreError)?)
     }
 
     /// Sets (or, with `value=None`, deletes) a durable control-plane value (a meeting, a
     /// seat…), in the log with the next group commit.
     #[pyo3(signature = (space, key, value))]
-    fn put_state(&self, space: &str, key: &str, value: Option<&str>) -> PyResult<()> {
-        Ok(self.inner.put_state(space, key, value).map_err(CoreError)?)
+    fn put_state(
+        &self,
+        py: Python<'_>,
+        space: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> PyResult<()> {
+        Ok(py
+            .detach(|| self.inner.put_state(space, key, value))
+            .map_err(CoreError)?)
     }
 
     /// Every durable control-plane value of `space` as (key, value), sorted by key.
@@ -168,7 +178,7 @@ impl Engine {
     /// connection has no socket: its frames only queue up (to its bound), which measures
     /// the core alone in benchmarks.
     #[pyo3(signature = (fd, *, echo=false, read=false))]
-    fn attach(&self, fd: Option<i32>, echo: bool, read: bool) -> PyResult<u64> {
+    fn attach(&self, py: Python<'_>, fd: Option<i32>, echo: bool, read: bool) -> PyResult<u64> {
         let owned = match fd {
             Some(fd) if fd < 0 => return Err(PyValueError::new_err("invalid file descriptor")),
             // SAFETY: the caller hands over this descriptor (a dup it will not close).
@@ -180,16 +190,37 @@ impl Engine {
         } else {
             ConnKind::Session
         };
-        let conn = self
-            .inner
-            .attach(owned, kind, read)
+        let conn = py
+            .detach(|| self.inner.attach(owned, kind, read))
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
         Ok(conn.0)
     }
 
+    /// Accepts connections on a listening socket (the core takes over `fd`): WebSocket
+    /// handshakes to `/ws` are answered in the core, other requests come back through
+    /// `take_events` as `(0, (fd, head))`. With `allowed_origins`, only those browser
+    /// origins may open a WebSocket here (the rest go to the HTTP layer, which refuses).
+    #[pyo3(signature = (fd, allowed_origins=Vec::new()))]
+    fn listen(&self, fd: i32, allowed_origins: Vec<String>) -> PyResult<()> {
+        if fd < 0 {
+            return Err(PyValueError::new_err("invalid file descriptor"));
+        }
+        // SAFETY: the caller hands over this descriptor (a dup it will not close).
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        self.inner
+            .listen(owned, allowed_origins)
+            .map_err(|e| PyOSError::new_err(e.to_string()))
+    }
+
+    /// Closes (1008) the connections that sent no `hello` within `timeout_ms` of their
+    /// handshake; returns how many.
+    fn expire_hellos(&self, py: Python<'_>, timeout_ms: u64) -> usize {
+        py.detach(|| self.inner.expire_hellos(timeout_ms))
+    }
+
     /// (Re)starts reading a connection attached with `read=True`.
-    fn start_reading(&self, conn: u64) {
-        self.inner.start_reading(ConnId(conn));
+    fn start_reading(&self, py: Python<'_>, conn: u64) {
+        py.detach(|| self.inner.start_reading(ConnId(conn)));
     }
 
     /// A file descriptor that is readable while `take_events` has events.
@@ -199,7 +230,8 @@ impl Engine {
 
     /// Events of the connections the core reads, in order: `(conn, str)` a control
     /// frame (call `feed(conn, b"")` once handled, then `start_reading`), `(conn, int)`
-    /// closing with that code, `(conn, None)` the stream ended.
+    /// closing with that code, `(conn, None)` the stream ended, `(0, (fd, bytes))` an
+    /// accepted socket whose request is for the HTTP layer (the caller owns `fd`).
     fn take_events<'py>(&self, py: Python<'py>) -> PyResult<Vec<(u64, Bound<'py, PyAny>)>> {
         self.inner
             .take_events()
@@ -209,6 +241,9 @@ impl Engine {
                     ConnEvent::Control(text) => text.into_pyobject(py)?.into_any(),
                     ConnEvent::Closing(code) => code.into_pyobject(py)?.into_any(),
                     ConnEvent::Ended => py.None().into_bound(py),
+                    ConnEvent::Http { fd, head } => {
+                        (fd, PyBytes::new(py, &head)).into_pyobject(py)?.into_any()
+                    }
                 };
                 Ok((conn.0, value))
             })
@@ -231,20 +266,23 @@ impl Engine {
     #[pyo3(signature = (conn, tenant, user, rooms=None))]
     fn open_session(
         &self,
+        py: Python<'_>,
         conn: u64,
         tenant: &str,
         user: &str,
         rooms: Option<Vec<String>>,
     ) -> PyResult<()> {
-        Ok(self
-            .inner
-            .open_session(ConnId(conn), tenant, user, rooms.as_deref())
+        Ok(py
+            .detach(|| {
+                self.inner
+                    .open_session(ConnId(conn), tenant, user, rooms.as_deref())
+            })
             .map_err(CoreError)?)
     }
 
     /// Queues a JSON text frame for a connection; False if it is gone or closing.
-    fn send_text(&self, conn: u64, json: &str) -> bool {
-        self.inner.send_text(ConnId(conn), json)
+    fn send_text(&self, py: Python<'_>, conn: u64, json: &str) -> bool {
+        py.detach(|| self.inner.send_text(ConnId(conn), json))
     }
 
     /// Queues one JSON text frame (encoded once) for many connections.
@@ -255,13 +293,13 @@ impl Engine {
 
     /// Starts closing a connection with a close frame.
     #[pyo3(signature = (conn, code, reason=""))]
-    fn close(&self, conn: u64, code: u16, reason: &str) {
-        self.inner.close(ConnId(conn), code, reason);
+    fn close(&self, py: Python<'_>, conn: u64, code: u16, reason: &str) {
+        py.detach(|| self.inner.close(ConnId(conn), code, reason));
     }
 
     /// Ends a connection: the socket is closed once its queue is flushed.
-    fn detach(&self, conn: u64) {
-        self.inner.detach(ConnId(conn));
+    fn detach(&self, py: Python<'_>, conn: u64) {
+        py.detach(|| self.inner.detach(ConnId(conn)));
     }
 
     /// Publishes a message server-side. Returns (seq, ts, duplicate).
@@ -320,8 +358,19 @@ impl Engine {
         d.set_item("queued_bytes", s.queued_bytes)?;
         d.set_item("log_waiting", s.log_waiting)?;
         d.set_item("log_writable", u64::from(s.log_writable))?;
+        d.set_item("handshakes", s.handshakes)?;
+        d.set_item("hello_timeouts", s.hello_timeouts)?;
         Ok(d)
     }
+}
+
+/// Checks a session token's HS256 signature (the header's `alg` must be HS256) and
+/// returns its payload, the claims' JSON, unchecked. Raises ValueError with the reason.
+#[pyfunction]
+fn verify_hs256<'py>(py: Python<'py>, token: &str, secret: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    rushhour_core::token::verify_hs256(token, secret)
+        .map(|payload| PyBytes::new(py, &payload))
+        .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// Whether `s` is a valid protocol id (1–128 chars of `[A-Za-z0-9_.:@/-]`).
@@ -335,6 +384,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", rushhour_core::version())?;
     m.add_class::<Engine>()?;
     m.add_function(wrap_pyfunction!(is_valid_id, m)?)?;
+    m.add_function(wrap_pyfunction!(verify_hs256, m)?)?;
     errors::register(m)?;
     Ok(())
 }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import trio
@@ -71,26 +74,66 @@ class App:
         self.draining = False
         #: The connections the core reads, by id, for its events.
         self.connections: dict[int, Connection] = {}
+        #: Closing connections by the time they are dropped if the peer has not ended.
+        self._lingering: deque[tuple[float, int]] = deque()
+        #: Where requests for the HTTP layer are served (set by `serve`).
+        self.http_nursery: trio.Nursery | None = None
         #: Meetings and the seats connections hold; `meetings.run` is its timer task.
         self.meetings = MeetingRegistry(
             self.engine, config.signing_secret, config.seat_grace_ms, store=LogMeetingStore(self.engine)
         )
         self.meetings.restore()
 
-    async def handle(self, stream: trio.SocketStream) -> None:
-        await HttpConnection(self, stream).run()
+    async def handle(self, stream: trio.SocketStream, head: bytes = b"") -> None:
+        await HttpConnection(self, stream, head).run()
+
+    def linger(self, conn: int, seconds: float) -> None:
+        """Drops a closing connection after `seconds` unless its peer ends first."""
+        self._lingering.append((time.monotonic() + seconds, conn))
+
+    def finish(self, conn: int) -> None:
+        """The connection is over: its seats wait for a rejoin, the core lets it go."""
+        self.connections.pop(conn, None)
+        self.meetings.connection_lost(conn)
+        self.engine.detach(conn)
 
     async def dispatch_events(self) -> None:
-        """Hands the core's connection events (control frames, closes, ends) to their
-        connections, in order."""
+        """Hands the core's events to their connections, in order, and the sockets whose
+        request is for the HTTP layer to it."""
         engine = self.engine
         fd = engine.events_fd()
         while True:
             await trio.lowlevel.wait_readable(fd)
             for conn, event in engine.take_events():
+                if isinstance(event, tuple):
+                    self._serve_http(*event)
+                    continue
                 connection = self.connections.get(conn)
-                if connection is not None:
-                    connection.on_event(event)
+                if connection is None:
+                    if event is None:
+                        self.finish(conn)
+                        continue
+                    connection = self.connections[conn] = Connection(self, conn)
+                connection.on_event(event)
+
+    def _serve_http(self, fd: int, head: bytes) -> None:
+        if self.http_nursery is None:
+            os.close(fd)
+            return
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(socket.socket(fileno=fd)))
+        self.http_nursery.start_soon(self.handle, stream, head)
+
+    async def sweep(self) -> None:
+        """Once a second: closes connections that sent no hello in time (1008), drops
+        closing ones whose peer never ended."""
+        while True:
+            await trio.sleep(1.0)
+            self.engine.expire_hellos(self.config.hello_timeout_ms)
+            now = time.monotonic()
+            while self._lingering and self._lingering[0][0] <= now:
+                _, conn = self._lingering.popleft()
+                if conn in self.connections:  # else its peer ended already
+                    self.finish(conn)
 
     async def flush_receipts(self) -> None:
         """Every `receipt_interval_ms`: one coalesced receipts/presence push per small
@@ -133,6 +176,10 @@ async def serve(
     app = App(config, engine)
     listeners = await trio.open_tcp_listeners(config.port, host=config.host, backlog=LISTEN_BACKLOG)
     host, port = listeners[0].socket.getsockname()[:2]
+    # The core accepts and answers WebSocket handshakes itself; other requests come back.
+    for listener in listeners:
+        app.engine.listen(os.dup(listener.socket.fileno()), list(config.allowed_origins))
+        await listener.aclose()
     # Connections live in a shielded scope: on cancellation they are told 1001 first,
     # and only then torn down.
     connections = trio.CancelScope(shield=True)
@@ -140,11 +187,12 @@ async def serve(
     async def run_connections(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with connections:
             async with trio.open_nursery() as nursery:
+                app.http_nursery = nursery
                 nursery.start_soon(app.heartbeat)
+                nursery.start_soon(app.sweep)
                 nursery.start_soon(app.dispatch_events)
                 nursery.start_soon(app.flush_receipts)
                 nursery.start_soon(app.meetings.run)
-                await nursery.start(trio.serve_listeners, app.handle, listeners)
                 task_status.started()
 
     async with trio.open_nursery() as nursery:

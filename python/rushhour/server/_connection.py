@@ -1,22 +1,20 @@
 """One WebSocket connection after its handshake: the core reads and writes it.
 
-The socket's descriptor is duplicated and handed to the core, which becomes its only
-writer and its reader: hot ops (send, subscribe, history…) run inside the core without
-crossing into Python. Control frames (hello, and ops of later sections), closes and the
-end of the stream come back through the core's event queue, one control frame at a time
-per connection and in order: the core does not read a connection while its control frame
-is being handled here.
+The core owns the socket: it accepts it, answers the handshake of `/ws` (or takes over
+one that Python's HTTP layer upgraded) and becomes its only writer and its reader. Hot
+ops (send, subscribe, history…) run inside the core without crossing into Python.
+Control frames (hello, and ops of later sections), closes and the end of the stream come
+back through the core's event queue, one control frame at a time per connection and in
+order: the core does not read a connection while its control frame is handled here. No
+task waits per connection: an idle connection costs Python one small object.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from typing import TYPE_CHECKING, Any
-
-import trio
 
 from rushhour import auth
 from rushhour._core import RushhourError
@@ -43,20 +41,25 @@ def _error(code: str, message: str, request_id: object = None) -> str:
 
 
 class Connection:
-    """The session layer of one connection."""
+    """The session layer of one connection, driven by the core's events."""
 
-    def __init__(self, app: App, stream: trio.SocketStream, *, echo: bool) -> None:
+    __slots__ = ("app", "claims", "closing", "conn", "session")
+
+    def __init__(self, app: App, conn: int) -> None:
         self.app = app
-        self.stream = stream
-        self.echo = echo
-        self.conn = app.engine.attach(os.dup(stream.socket.fileno()), echo=echo, read=True)
+        self.conn = conn
         self.session: str | None = None
         self.claims: auth.Claims | None = None
         self.closing = False
-        # What `run` waits for: hello accepted (or closing), closing, the peer's end.
-        self._greeted = trio.Event()
-        self._closed = trio.Event()
-        self._ended = trio.Event()
+
+    @classmethod
+    def take_over(cls, app: App, fd: int, first_bytes: bytes, *, echo: bool) -> None:
+        """Hands a socket that Python's HTTP layer upgraded to the core (which owns `fd`
+        from now on) and feeds it the bytes read after the handshake."""
+        conn = app.engine.attach(fd, echo=echo, read=True)
+        connection = cls(app, conn)
+        app.connections[conn] = connection
+        connection._feed(first_bytes)
 
     def send(self, frame: str) -> None:
         self.app.engine.send_text(self.conn, frame)
@@ -66,32 +69,14 @@ class Connection:
         self._closing()
 
     def _closing(self) -> None:
+        if self.closing:
+            return
         self.closing = True
         # Meeting seats wait for a rejoin from now: nothing more reaches this socket.
         self.app.meetings.connection_lost(self.conn)
-        self._greeted.set()
-        self._closed.set()
-
-    async def run(self, first_bytes: bytes) -> None:
-        """Serves the connection until it ends; always detaches from the core."""
-        engine = self.app.engine
-        self.app.connections[self.conn] = self
-        try:
-            self._feed(first_bytes)
-            if self.claims is None and not self.echo:
-                with trio.move_on_after(self.app.config.hello_timeout_ms / 1000):
-                    await self._greeted.wait()
-                if self.claims is None and not self.closing:
-                    self.close(CLOSE_POLICY, "hello timeout")
-            await self._closed.wait()
-            # The peer's close and end of stream, so that it sees a clean close.
-            with trio.move_on_after(CLOSE_LINGER_S):
-                await self._ended.wait()
-        finally:
-            self.app.connections.pop(self.conn, None)
-            self.app.meetings.connection_lost(self.conn)
-            engine.detach(self.conn)
-            await self.stream.aclose()
+        # The peer's close and end of stream are awaited, so that it sees a clean close,
+        # but not forever.
+        self.app.linger(self.conn, CLOSE_LINGER_S)
 
     def on_event(self, event: str | int | None) -> None:
         """An event the core read for this connection (see `Engine.take_events`)."""
@@ -102,8 +87,7 @@ class Connection:
         elif isinstance(event, int):
             self._closing()
         else:
-            self._ended.set()
-            self._closing()
+            self.app.finish(self.conn)
 
     def _feed(self, data: bytes) -> None:
         """Feeds bytes (or continues after a control frame), then lets the core read on."""
@@ -172,25 +156,21 @@ class Connection:
             self.close(CLOSE_UNAUTHORIZED, f"unauthorized: {e.args[0]}"[:120])
             return
         self.claims = claims
-        self._greeted.set()
         token, resumed, previous = self.app.sessions.open(claims.tenant, claims.user, self.conn, frame.get("resume"))
         self.session = token
         metrics.hellos.labels("resumed" if resumed else "ok").inc()
-        self.send(
-            json.dumps(
-                {
-                    "op": "welcome",
-                    "session": token,
-                    "user": claims.user,
-                    "tenant": claims.tenant,
-                    "heartbeat_ms": self.app.config.heartbeat_ms,
-                    "server_time": int(time.time() * 1000),
-                    "resumed": resumed,
-                    "unread": json.loads(self.app.engine.unread(self.conn)),
-                },
-                separators=(",", ":"),
-            )
-        )
+        welcome = {
+            "op": "welcome",
+            "session": token,
+            "user": claims.user,
+            "tenant": claims.tenant,
+            "heartbeat_ms": self.app.config.heartbeat_ms,
+            "server_time": int(time.time() * 1000),
+            "resumed": resumed,
+        }
+        # `unread` last, as the core's JSON text, without a parse and a re-encode.
+        unread = self.app.engine.unread(self.conn)
+        self.send(f'{json.dumps(welcome, separators=(",", ":"))[:-1]},"unread":{unread}}}')
         if previous is not None:
             # After the welcome: the replay of what the previous connection missed follows it.
             with contextlib.suppress(RushhourError):  # nothing left to restore

@@ -79,10 +79,12 @@ def _tokens(request: h11.Request, name: bytes) -> set[bytes]:
 class HttpConnection:
     """Serves one TCP connection: HTTP requests until it is upgraded or closed."""
 
-    def __init__(self, app: App, stream: trio.SocketStream) -> None:
+    def __init__(self, app: App, stream: trio.SocketStream, head: bytes = b"") -> None:
         self.app = app
         self.stream = stream
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=64 << 10)
+        if head:  # what the core read before it handed the connection over
+            self.h11.receive_data(head)
         #: Once upgraded, the WebSocket connection owns the stream.
         self.upgraded = False
 
@@ -253,7 +255,7 @@ class HttpConnection:
         self.app.metrics.handshakes.labels("ok").inc()
         trailing, _closed = self.h11.trailing_data
         self.upgraded = True
-        await Connection(self.app, self.stream, echo=echo).run(bytes(trailing))
+        Connection.take_over(self.app, self.stream.socket.detach(), bytes(trailing), echo=echo)
 
     def _check_handshake(self, request: h11.Request, path: bytes) -> _Response | None:
         if path not in (b"/ws", b"/ws/echo") or (path == b"/ws/echo" and not self.app.config.dev):

@@ -21,6 +21,8 @@ _CORE_METRICS = (
     ("bad_frames", "rushhour_bad_frames", "Bad frames received", True),
     ("log_waiting", "rushhour_log_waiting", "Replies and pushes waiting for the log's group commit", False),
     ("log_writable", "rushhour_log_writable", "1 while the log takes writes, 0 once a write or fsync failed", False),
+    ("handshakes", "rushhour_ws_core_handshakes", "WebSocket handshakes to /ws answered by the core", True),
+    ("hello_timeouts", "rushhour_hello_timeouts", "Connections closed 1008 because no hello came in time", True),
 )
 
 
@@ -49,7 +51,10 @@ class Metrics:
             "rushhour_http_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry
         )
         self.handshakes = Counter(
-            "rushhour_ws_handshakes", "WebSocket handshakes by outcome", ["outcome"], registry=self.registry
+            "rushhour_ws_handshakes",
+            "WebSocket handshakes answered by the HTTP layer, by outcome (the core answers the plain ones)",
+            ["outcome"],
+            registry=self.registry,
         )
         self.hellos = Counter("rushhour_hellos", "hello frames by outcome", ["outcome"], registry=self.registry)
         self.admitted = Counter(
