@@ -53,6 +53,10 @@ class Config:
         session_burst: Fresh sessions admitted at once before `session_rate` applies.
         admission: `on` refuses hellos over the limits (`overloaded`, close 1013);
             `off` admits every hello (contrast runs).
+        meeting_join_rate: Meeting joins per second per tenant (over it: `overloaded`).
+        meeting_join_burst: Meeting joins a tenant may make at once.
+        meeting_server_join_rate: Meeting joins per second for the whole server.
+        meeting_server_join_burst: Meeting joins the server takes at once (a 9:00 start).
     """
 
     host: str = "127.0.0.1"
@@ -84,6 +88,10 @@ class Config:
     session_rate: float = 5_000.0
     session_burst: float = 10_000.0
     admission: str = "on"
+    meeting_join_rate: float = 1_000.0
+    meeting_join_burst: float = 2_000.0
+    meeting_server_join_rate: float = 5_000.0
+    meeting_server_join_burst: float = 10_000.0
     _generated_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
     def __post_init__(self) -> None:
@@ -91,8 +99,13 @@ class Config:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}")
         if self.admission not in ADMISSION_MODES:
             raise ValueError(f"admission must be one of {', '.join(ADMISSION_MODES)}")
-        if self.session_rate <= 0 or self.session_burst < 1:
-            raise ValueError("session_rate must be > 0 and session_burst at least 1")
+        for rate, burst in (
+            ("session_rate", "session_burst"),
+            ("meeting_join_rate", "meeting_join_burst"),
+            ("meeting_server_join_rate", "meeting_server_join_burst"),
+        ):
+            if getattr(self, rate) <= 0 or getattr(self, burst) < 1:
+                raise ValueError(f"{rate} must be > 0 and {burst} at least 1")
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be 0-65535")
         if self.max_queue_bytes < MIN_QUEUE_BYTES:

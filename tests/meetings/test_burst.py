@@ -45,7 +45,7 @@ PARALLEL_OPENS = 64
 #: Tenant join limits of the server of (b): the defaults (1,000/s, bursts of 2,000) would
 #: answer most of 5,000 joins of one tenant `overloaded`; the server's own limit
 #: (5,000/s, bursts of 10,000) stays as it is.
-BROADCAST_ENV = {"RUSHHOUR_MEETING_JOIN_RATE": "5000", "RUSHHOUR_MEETING_JOIN_BURST": "10000"}
+BROADCAST_LIMITS = ("--meeting-join-rate", "5000", "--meeting-join-burst", "10000")
 
 
 @pytest.fixture
@@ -58,8 +58,8 @@ def burst_server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def broadcast_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A server of its own, with the tenant's join limits raised (`BROADCAST_ENV`)."""
-    srv = start_server(tmp_path / "data", env=BROADCAST_ENV)
+    """A server of its own, with the tenant's join limits raised (`BROADCAST_LIMITS`)."""
+    srv = start_server(tmp_path / "data", *BROADCAST_LIMITS)
     yield srv
     assert srv.stop() == 0
 

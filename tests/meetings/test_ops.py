@@ -9,6 +9,7 @@ import pytest
 
 from conftest import ServerProcess, start_server
 from meetings._peer import Peer, meeting
+from wsutil import metric
 
 
 @pytest.fixture
@@ -228,7 +229,7 @@ def test_max_participants_conflict(peers: dict[str, Peer]) -> None:
 
 
 def test_join_rate_overloaded(tmp_path: Path, tenant: str) -> None:
-    srv = start_server(tmp_path, env={"RUSHHOUR_MEETING_JOIN_RATE": "2", "RUSHHOUR_MEETING_JOIN_BURST": "3"})
+    srv = start_server(tmp_path, "--meeting-join-rate", "2", "--meeting-join-burst", "3")
     try:
         alice = Peer(srv, "alice", tenant)
         mid = alice.ok("meeting.create")["meeting"]
@@ -238,6 +239,8 @@ def test_join_rate_overloaded(tmp_path: Path, tenant: str) -> None:
         refused = [a for a in answers if a["op"] == "error"]
         assert refused and all(a["code"] == "overloaded" and a["retry_after_ms"] > 0 for a in refused)
         assert answers[0]["op"] == "reply"
+        counted = metric(srv.http, 'rushhour_meeting_joins_refused_total{reason="tenant"}')
+        assert counted == len(refused)
         alice.close()
     finally:
         assert srv.stop() == 0

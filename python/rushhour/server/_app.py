@@ -15,7 +15,7 @@ from rushhour.config import Config
 from rushhour.server._admission import Admission
 from rushhour.server._connection import Connection
 from rushhour.server._http import HttpConnection
-from rushhour.server._meetings import LogMeetingStore, MeetingRegistry
+from rushhour.server._meetings import JoinLimiter, LogMeetingStore, MeetingRegistry
 from rushhour.server._metrics import Metrics
 from rushhour.server._sessions import SessionRegistry
 
@@ -79,9 +79,16 @@ class App:
         #: Where requests for the HTTP layer are served (set by `serve`).
         self.http_nursery: trio.Nursery | None = None
         #: Meetings and the seats connections hold; `meetings.run` is its timer task.
-        self.meetings = MeetingRegistry(
-            self.engine, config.signing_secret, config.seat_grace_ms, store=LogMeetingStore(self.engine)
+        joins = JoinLimiter(
+            config.meeting_server_join_rate,
+            config.meeting_server_join_burst,
+            config.meeting_join_rate,
+            config.meeting_join_burst,
         )
+        self.meetings = MeetingRegistry(
+            self.engine, config.signing_secret, config.seat_grace_ms, store=LogMeetingStore(self.engine), limiter=joins
+        )
+        self.metrics.watch_meeting_joins(joins.refused)
         self.meetings.restore()
 
     async def handle(self, stream: trio.SocketStream, head: bytes = b"") -> None:

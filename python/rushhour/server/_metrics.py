@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -41,6 +41,19 @@ class _CoreCollector(Collector):
             yield family
 
 
+class _CountsCollector(Collector):
+    """A counter family read at scrape time from a dict that the session layer keeps."""
+
+    def __init__(self, name: str, help_text: str, label: str, counts: Mapping[str, int]) -> None:
+        self._name, self._help, self._label, self._counts = name, help_text, label, counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._help, labels=[self._label])
+        for value, count in self._counts.items():
+            family.add_metric([value], count)
+        yield family
+
+
 class Metrics:
     """A registry per server, so several servers can run in one process."""
 
@@ -70,6 +83,17 @@ class Metrics:
             "rushhour_admission_queue", "Refused clients estimated to be waiting to retry", registry=self.registry
         )
         queue.set_function(admission_queue)
+
+    def watch_meeting_joins(self, refused: Mapping[str, int]) -> None:
+        """Exports the meeting joins refused as overloaded, by the bucket that refused."""
+        self.registry.register(
+            _CountsCollector(
+                "rushhour_meeting_joins_refused",
+                "meeting.join answered overloaded, by the bucket that refused (server, tenant)",
+                "reason",
+                refused,
+            )
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

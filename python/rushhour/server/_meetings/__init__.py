@@ -10,8 +10,9 @@ controls, broadcast mode). Layout:
 - `_ops.py` — one function per op.
 """
 
+from rushhour.server._meetings._limits import JoinLimiter
 from rushhour.server._meetings._ops import OPS, handle
 from rushhour.server._meetings._registry import MeetingRegistry
 from rushhour.server._meetings._store import LogMeetingStore, MeetingStore, MemoryMeetingStore
 
-__all__ = ["OPS", "LogMeetingStore", "MeetingRegistry", "MeetingStore", "MemoryMeetingStore", "handle"]
+__all__ = ["OPS", "JoinLimiter", "LogMeetingStore", "MeetingRegistry", "MeetingStore", "MemoryMeetingStore", "handle"]

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 from collections import OrderedDict
-from collections.abc import Mapping
 
-#: Joins per second the server takes, and the burst it absorbs (a 9 a.m. start of many
-#: meetings at once): about 200 meetings of 10 joining within 2 s, with room to spare.
+#: Default limits (each a `rushhour serve` flag): joins per second the server takes, and
+#: the burst it absorbs (a 9 a.m. start of many meetings at once: about 200 meetings of
+#: 10 joining within 2 s, with room to spare); per tenant, so that one big tenant cannot
+#: take every join of the server.
 SERVER_JOIN_RATE = 5_000.0
 SERVER_JOIN_BURST = 10_000.0
-#: Per tenant, so that one big tenant cannot take every join of the server.
 TENANT_JOIN_RATE = 1_000.0
 TENANT_JOIN_BURST = 2_000.0
 #: Tenants whose buckets are remembered; the least recently used go first (a forgotten
@@ -50,16 +49,8 @@ class JoinLimiter:
         self._server = _Bucket(server_rate, server_burst, 0.0)
         self._tenant_rate, self._tenant_burst = tenant_rate, tenant_burst
         self._tenants: OrderedDict[str, _Bucket] = OrderedDict()
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> JoinLimiter:
-        """Limits with the per-tenant rate and burst overridable by
-        `RUSHHOUR_MEETING_JOIN_RATE` / `RUSHHOUR_MEETING_JOIN_BURST` (joins/s, joins)."""
-        rate = float(env.get("RUSHHOUR_MEETING_JOIN_RATE", TENANT_JOIN_RATE))
-        burst = float(env.get("RUSHHOUR_MEETING_JOIN_BURST", TENANT_JOIN_BURST))
-        if rate <= 0 or burst < 1:
-            raise ValueError("meeting join rate must be > 0 and burst >= 1")
-        return cls(tenant_rate=rate, tenant_burst=burst)
+        #: Joins refused so far, by the bucket that refused (for the metrics).
+        self.refused = {"server": 0, "tenant": 0}
 
     def admit(self, tenant: str, now_s: float) -> int | None:
         """Takes a join token; returns None when admitted, else `retry_after_ms` (jittered)."""
@@ -73,6 +64,7 @@ class JoinLimiter:
         bucket.refill(now_s)
         self._server.refill(now_s)
         if bucket.tokens < 1.0 or self._server.tokens < 1.0:
+            self.refused["tenant" if bucket.tokens < 1.0 else "server"] += 1
             wait = max(bucket.wait_ms(), self._server.wait_ms(), 1)
             return wait + random.randint(0, max(wait, JITTER_MS))
         bucket.tokens -= 1.0

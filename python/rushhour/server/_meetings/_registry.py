@@ -62,6 +62,7 @@ class MeetingRegistry:
         seat_grace_ms: int,
         store: MeetingStore | None = None,
         clock: Callable[[], float] = time.monotonic,
+        limiter: JoinLimiter | None = None,
     ) -> None:
         self.engine = engine
         self.secret = secret
@@ -79,7 +80,7 @@ class MeetingRegistry:
         self.deadlines: list[tuple[float, str, str]] = []
         #: Broadcast meetings whose viewer count changed since the last push.
         self.count_dirty: set[str] = set()
-        self.limiter = JoinLimiter.from_env()
+        self.limiter = limiter if limiter is not None else JoinLimiter()
         self._last_count_push = 0.0
 
     def now_ms(self) -> float:
