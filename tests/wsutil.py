@@ -42,8 +42,22 @@ def text(obj: Any) -> bytes:
 class RawClient:
     """A WebSocket client that writes whatever bytes it is told to."""
 
-    def __init__(self, host: str, port: int, path: str = "/ws", headers: dict[str, str] | None = None) -> None:
-        self.sock = socket.create_connection((host, port), timeout=10)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: str = "/ws",
+        headers: dict[str, str] | None = None,
+        *,
+        rcvbuf: int | None = None,
+    ) -> None:
+        """Connects and sends the handshake; `rcvbuf` shrinks the receive buffer first (a
+        slow reader whose backlog stays in the server's queue)."""
+        self.sock = socket.socket()
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(10)
+        self.sock.connect((host, port))
         key = base64.b64encode(os.urandom(16)).decode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self.sock.sendall(

@@ -19,7 +19,7 @@ use crate::ids::{ConnId, RoomId};
 use crate::inbound::{ClientFrame, ParseError};
 use crate::limits::{Limits, TokenBucket};
 use crate::log::Lsn;
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, Priority, Push};
 use crate::pending::Waiting;
 use crate::room::Rooms;
 use crate::store::MessageStore;
@@ -70,6 +70,8 @@ pub struct Stats {
     pub handshakes: u64,
     /// Connections closed because no `hello` came in time.
     pub hello_timeouts: u64,
+    /// Receipt and presence pushes left out of filling queues (priority under pressure).
+    pub ambient_shed: u64,
 }
 
 /// All chat state of one node.
@@ -369,13 +371,20 @@ impl Broker {
         }
     }
 
-    /// Queues JSON text from the control plane (replies, welcome, events).
-    pub fn send_text(&mut self, conn: ConnId, json: &str, ob: &mut Outbox) -> bool {
+    /// Queues JSON text from the control plane (replies, welcome, events), by priority
+    /// (meeting traffic is urgent).
+    pub fn send_text(
+        &mut self,
+        conn: ConnId,
+        json: &str,
+        priority: Priority,
+        ob: &mut Outbox,
+    ) -> bool {
         let Some(c) = self.conns.get(&conn) else {
             return false;
         };
         let out = c.out.clone();
-        let queued = ob.push(&out, frames::text(json)) == crate::outbound::Push::Queued;
+        let queued = ob.push_with(&out, frames::text(json), priority) == Push::Queued;
         self.reap_overflowed(ob);
         queued
     }
@@ -411,6 +420,7 @@ impl Broker {
             }
         }
         self.stats.deliveries += std::mem::take(&mut ob.delivered);
+        self.stats.ambient_shed += std::mem::take(&mut ob.shed);
     }
 
     /// Pings every connection and closes those silent for longer than `idle_timeout_ms`.

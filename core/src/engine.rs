@@ -19,7 +19,7 @@ use crate::handshake::Origins;
 use crate::ids::ConnId;
 use crate::inbox::{ConnEvent, Inbox};
 use crate::limits::Limits;
-use crate::outbound::State;
+use crate::outbound::{Priority, State};
 use crate::reader::{Reader, UpgradeFn};
 use crate::store::MessageStore;
 use crate::sync::lock;
@@ -241,18 +241,18 @@ impl Engine {
     }
 
     /// Queues JSON text for a connection; false if it is gone or closing.
-    pub fn send_text(&self, conn: ConnId, json: &str) -> bool {
-        self.with(|b, _, ob| b.send_text(conn, json, ob))
+    pub fn send_text(&self, conn: ConnId, json: &str, priority: Priority) -> bool {
+        self.with(|b, _, ob| b.send_text(conn, json, priority, ob))
     }
 
     /// Queues JSON texts for many connections in one crossing (events to a meeting).
-    pub fn send_text_many(&self, conns: &[ConnId], json: &str) {
+    pub fn send_text_many(&self, conns: &[ConnId], json: &str, priority: Priority) {
         let frame = crate::frames::text(json);
         self.with(|b, _, ob| {
             for conn in conns {
                 if let Some(c) = b.conns.get(conn) {
                     let out = c.out.clone();
-                    ob.push(&out, frame.clone());
+                    ob.push_with(&out, frame.clone(), priority);
                 }
             }
         });

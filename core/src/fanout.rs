@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::ids::ConnId;
-use crate::outbound::{Outbound, Push};
+use crate::outbound::{Outbound, Priority, Push};
 
 /// The effects of one broker call on the outbound side.
 #[derive(Debug)]
@@ -20,6 +20,8 @@ pub struct Outbox {
     pub overflowed: Vec<ConnId>,
     /// Deliveries made (frames queued), for the metrics.
     pub delivered: u64,
+    /// Ambient frames (receipt, presence pushes) left out of filling queues.
+    pub shed: u64,
     now_ms: u64,
     close_timeout_ms: u64,
 }
@@ -31,6 +33,7 @@ impl Outbox {
             ready: Vec::new(),
             overflowed: Vec::new(),
             delivered: 0,
+            shed: 0,
             now_ms,
             close_timeout_ms,
         }
@@ -38,10 +41,21 @@ impl Outbox {
 
     /// Queues `frame` for `out`.
     pub fn push(&mut self, out: &Arc<Outbound>, frame: Bytes) -> Push {
-        let result = out.lock().push(frame, self.now_ms, self.close_timeout_ms);
+        self.push_with(out, frame, Priority::Normal)
+    }
+
+    /// Queues `frame` for `out` by its priority.
+    pub fn push_with(&mut self, out: &Arc<Outbound>, frame: Bytes, priority: Priority) -> Push {
+        let result = out
+            .lock()
+            .push_with(frame, priority, self.now_ms, self.close_timeout_ms);
         match result {
             Push::Queued => self.delivered += 1,
             Push::Overflowed => self.overflowed.push(out.conn),
+            Push::Shed => {
+                self.shed += 1;
+                return result;
+            }
             Push::Dropped => return result,
         }
         self.schedule(out);
@@ -50,8 +64,13 @@ impl Outbox {
 
     /// Queues the same frame for every queue of `outs`.
     pub fn fan_out(&mut self, outs: &[Arc<Outbound>], frame: &Bytes) {
+        self.fan_out_with(outs, frame, Priority::Normal);
+    }
+
+    /// Queues the same frame for every queue of `outs`, by its priority.
+    pub fn fan_out_with(&mut self, outs: &[Arc<Outbound>], frame: &Bytes, priority: Priority) {
         for out in outs {
-            self.push(out, frame.clone());
+            self.push_with(out, frame.clone(), priority);
         }
     }
 

@@ -7,6 +7,11 @@
 //! (4008): its frames are discarded (the client resumes from the store), only the close
 //! frame is kept.
 //!
+//! Under pressure (a queue that is filling up) frames are served by [`Priority`]: meeting
+//! traffic goes ahead of queued chat, and receipt and presence pushes are left out (they
+//! are coalesced state: the next push or a query catches up), so a participant's media
+//! setup is not stuck behind a chat backlog and the backlog is not made of hints.
+//!
 //! ### Invariants
 //! - `bytes` is the sum of `len + ENTRY_OVERHEAD` over `frames`, and never passes `limit`
 //!   except by the one close frame an overflow queues.
@@ -44,6 +49,18 @@ pub enum State {
     Closed,
 }
 
+/// How a frame competes for a connection's queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// Meeting signals and events: ahead of every queued normal frame, in order among
+    /// themselves (never ahead of a frame already partly written).
+    Urgent,
+    /// Chat, replies: first in, first out.
+    Normal,
+    /// Receipt and presence pushes: left out while the queue is over a quarter full.
+    Ambient,
+}
+
 /// What a push did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Push {
@@ -53,12 +70,17 @@ pub enum Push {
     Overflowed,
     /// The connection is closing or closed: the frame was dropped.
     Dropped,
+    /// An ambient frame left out because the queue is filling up.
+    Shed,
 }
 
 /// The frames of one connection and their accounting. Guarded by [`Outbound::lock`].
 #[derive(Debug)]
 pub struct Queue {
     frames: VecDeque<Bytes>,
+    /// Where the next urgent frame goes: after the urgent frames already queued (and
+    /// after a partly written frame).
+    urgent_end: usize,
     bytes: usize,
     written: usize,
     limit: usize,
@@ -81,6 +103,7 @@ impl Queue {
     pub fn new(limit: usize) -> Self {
         Queue {
             frames: VecDeque::new(),
+            urgent_end: 0,
             bytes: 0,
             written: 0,
             limit,
@@ -93,16 +116,36 @@ impl Queue {
 
     /// Queues a frame, or overflows into a 4008 close when it does not fit.
     pub fn push(&mut self, frame: Bytes, now_ms: u64, close_timeout_ms: u64) -> Push {
+        self.push_with(frame, Priority::Normal, now_ms, close_timeout_ms)
+    }
+
+    /// Queues a frame by its priority, or overflows into a 4008 close when it does not fit.
+    pub fn push_with(
+        &mut self,
+        frame: Bytes,
+        priority: Priority,
+        now_ms: u64,
+        close_timeout_ms: u64,
+    ) -> Push {
         if self.state != State::Open {
             return Push::Dropped;
         }
         let cost = frame.len() + ENTRY_OVERHEAD;
+        if priority == Priority::Ambient && self.bytes + cost > self.limit / 4 {
+            return Push::Shed;
+        }
         if self.bytes + cost > self.limit {
             self.overflow(now_ms, close_timeout_ms);
             return Push::Overflowed;
         }
         self.bytes += cost;
-        self.frames.push_back(frame);
+        if priority == Priority::Urgent {
+            let at = self.urgent_end.max(usize::from(self.written > 0));
+            self.frames.insert(at, frame);
+            self.urgent_end = at + 1;
+        } else {
+            self.frames.push_back(frame);
+        }
         Push::Queued
     }
 
@@ -168,6 +211,7 @@ impl Queue {
             .flatten();
         self.note_lost();
         self.frames.clear();
+        self.urgent_end = 0;
         self.bytes = 0;
         if let Some(frame) = started {
             self.bytes = frame.len() + ENTRY_OVERHEAD;
@@ -182,6 +226,7 @@ impl Queue {
         }
         self.note_lost();
         self.frames.clear();
+        self.urgent_end = 0;
         self.bytes = 0;
         self.written = 0;
         self.wants_refill = false;
@@ -242,6 +287,7 @@ impl Queue {
             self.bytes -= front.len() + ENTRY_OVERHEAD;
             self.written = 0;
             self.frames.pop_front();
+            self.urgent_end = self.urgent_end.saturating_sub(1);
         }
         if self.frames.is_empty() && matches!(self.state, State::Closing { .. }) {
             self.state = State::Closed;
@@ -317,6 +363,57 @@ mod tests {
 
     fn frame(n: usize) -> Bytes {
         Bytes::from(vec![b'x'; n])
+    }
+
+    fn drain(q: &mut Queue) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut iov = Vec::new();
+        q.unwritten(usize::MAX, &mut iov);
+        out.extend(iov.iter().map(|b| Bytes::copy_from_slice(b)));
+        let n = iov.iter().map(|b| b.len()).sum();
+        q.advance(n);
+        out
+    }
+
+    #[test]
+    fn urgent_frames_go_ahead_of_chat_in_their_own_order() {
+        let mut q = Queue::new(1 << 20);
+        let f = |s: &'static str| Bytes::from_static(s.as_bytes());
+        q.push(f("chat1"), 0, 0);
+        q.push(f("chat2"), 0, 0);
+        q.push_with(f("sig1"), Priority::Urgent, 0, 0);
+        q.push_with(f("sig2"), Priority::Urgent, 0, 0);
+        q.push(f("chat3"), 0, 0);
+        assert_eq!(drain(&mut q), ["sig1", "sig2", "chat1", "chat2", "chat3"]);
+        // Never ahead of a frame already partly on the wire.
+        q.push(f("chat4"), 0, 0);
+        q.push(f("chat5"), 0, 0);
+        assert!(!q.advance(2));
+        q.push_with(f("sig3"), Priority::Urgent, 0, 0);
+        let mut iov = Vec::new();
+        q.unwritten(usize::MAX, &mut iov);
+        assert_eq!(iov, [&b"at4"[..], b"sig3", b"chat5"]);
+        let n = iov.iter().map(|b| b.len()).sum();
+        q.advance(n);
+        // After the urgent ones were written, a new one goes to the front again.
+        q.push(f("chat6"), 0, 0);
+        q.push_with(f("sig4"), Priority::Urgent, 0, 0);
+        assert_eq!(drain(&mut q), ["sig4", "chat6"]);
+    }
+
+    #[test]
+    fn ambient_frames_are_shed_once_a_quarter_full() {
+        let mut q = Queue::new(4000);
+        assert_eq!(
+            q.push_with(frame(100), Priority::Ambient, 0, 0),
+            Push::Queued
+        );
+        while q.bytes() + 100 + ENTRY_OVERHEAD <= 1000 {
+            q.push(frame(100), 0, 0);
+        }
+        assert_eq!(q.push_with(frame(100), Priority::Ambient, 0, 0), Push::Shed);
+        assert_eq!(q.push(frame(100), 0, 0), Push::Queued);
+        assert_eq!(q.state(), State::Open);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::fanout::Outbox;
 use crate::frames::{self, JsonFrame};
 use crate::ids::{ConnId, RoomId, Seq};
 use crate::inbound::ClientFrame;
+use crate::outbound::Priority;
 
 /// `read_by` / `unread_by` page size when `limit` is omitted.
 const DEFAULT_PAGE: u64 = 100;
@@ -255,11 +256,11 @@ impl Broker {
                     .str("room", &r.name)
                     .raw("updates", &list)
                     .finish();
-                ob.fan_out(r.live(), &frame);
+                ob.fan_out_with(r.live(), &frame, Priority::Ambient);
             }
             if small && !changes.is_empty() {
                 let frame = crate::presence::presence_push(&r.name, &changes);
-                ob.fan_out(r.live(), &frame);
+                ob.fan_out_with(r.live(), &frame, Priority::Ambient);
             }
         }
         self.reap_overflowed(ob);

@@ -12,8 +12,8 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use rushhour_core::{
-    inbox::ConnEvent, ConnId, ConnKind, FsyncPolicy, Inbound, Limits, Log, LogOptions, MemoryStore,
-    MessageStore, RecoveryError,
+    inbox::ConnEvent, outbound::Priority, ConnId, ConnKind, FsyncPolicy, Inbound, Limits, Log,
+    LogOptions, MemoryStore, MessageStore, RecoveryError,
 };
 
 use errors::CoreError;
@@ -23,6 +23,14 @@ use errors::CoreError;
 struct Engine {
     inner: rushhour_core::Engine,
     recovery: Vec<String>,
+}
+
+fn priority(urgent: bool) -> Priority {
+    if urgent {
+        Priority::Urgent
+    } else {
+        Priority::Normal
+    }
 }
 
 /// Opens the durable log in `data_dir`, or an in-memory store without one.
@@ -280,15 +288,18 @@ impl Engine {
             .map_err(CoreError)?)
     }
 
-    /// Queues a JSON text frame for a connection; False if it is gone or closing.
-    fn send_text(&self, py: Python<'_>, conn: u64, json: &str) -> bool {
-        py.detach(|| self.inner.send_text(ConnId(conn), json))
+    /// Queues a JSON text frame for a connection; False if it is gone or closing. With
+    /// `urgent` (meeting traffic) it goes ahead of the chat frames queued there.
+    #[pyo3(signature = (conn, json, urgent=false))]
+    fn send_text(&self, py: Python<'_>, conn: u64, json: &str, urgent: bool) -> bool {
+        py.detach(|| self.inner.send_text(ConnId(conn), json, priority(urgent)))
     }
 
     /// Queues one JSON text frame (encoded once) for many connections.
-    fn send_text_many(&self, py: Python<'_>, conns: Vec<u64>, json: &str) {
+    #[pyo3(signature = (conns, json, urgent=false))]
+    fn send_text_many(&self, py: Python<'_>, conns: Vec<u64>, json: &str, urgent: bool) {
         let conns: Vec<ConnId> = conns.into_iter().map(ConnId).collect();
-        py.detach(|| self.inner.send_text_many(&conns, json));
+        py.detach(|| self.inner.send_text_many(&conns, json, priority(urgent)));
     }
 
     /// Starts closing a connection with a close frame.
@@ -360,6 +371,7 @@ impl Engine {
         d.set_item("log_writable", u64::from(s.log_writable))?;
         d.set_item("handshakes", s.handshakes)?;
         d.set_item("hello_timeouts", s.hello_timeouts)?;
+        d.set_item("ambient_shed", s.ambient_shed)?;
         Ok(d)
     }
 }

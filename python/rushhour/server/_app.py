@@ -105,23 +105,35 @@ class App:
         self.engine.detach(conn)
 
     async def dispatch_events(self) -> None:
-        """Hands the core's events to their connections, in order, and the sockets whose
-        request is for the HTTP layer to it."""
+        """Hands the core's events to their connections, in order per connection, and
+        the sockets whose request is for the HTTP layer to it. Under pressure the open
+        sessions (meeting signalling) go before new logins: in each batch, the events of
+        connections with a session are handled first."""
         engine = self.engine
         fd = engine.events_fd()
         while True:
             await trio.lowlevel.wait_readable(fd)
+            later: list[tuple[int, str | int | tuple[int, bytes] | None]] = []
             for conn, event in engine.take_events():
-                if isinstance(event, tuple):
-                    self._serve_http(*event)
-                    continue
                 connection = self.connections.get(conn)
-                if connection is None:
-                    if event is None:
-                        self.finish(conn)
-                        continue
-                    connection = self.connections[conn] = Connection(self, conn)
-                connection.on_event(event)
+                if connection is not None and connection.claims is not None and not isinstance(event, tuple):
+                    connection.on_event(event)
+                else:
+                    later.append((conn, event))
+            for conn, event in later:
+                self._dispatch(conn, event)
+
+    def _dispatch(self, conn: int, event: str | int | tuple[int, bytes] | None) -> None:
+        if isinstance(event, tuple):
+            self._serve_http(*event)
+            return
+        connection = self.connections.get(conn)
+        if connection is None:
+            if event is None:
+                self.finish(conn)
+                return
+            connection = self.connections[conn] = Connection(self, conn)
+        connection.on_event(event)
 
     def _serve_http(self, fd: int, head: bytes) -> None:
         if self.http_nursery is None:

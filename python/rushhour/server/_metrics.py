@@ -22,6 +22,12 @@ _CORE_METRICS = (
     ("log_waiting", "rushhour_log_waiting", "Replies and pushes waiting for the log's group commit", False),
     ("log_writable", "rushhour_log_writable", "1 while the log takes writes, 0 once a write or fsync failed", False),
     ("handshakes", "rushhour_ws_core_handshakes", "WebSocket handshakes to /ws answered by the core", True),
+    (
+        "ambient_shed",
+        "rushhour_ambient_shed",
+        "Receipt and presence pushes left out of filling queues (meeting traffic and chat go first)",
+        True,
+    ),
     ("hello_timeouts", "rushhour_hello_timeouts", "Connections closed 1008 because no hello came in time", True),
 )
 

@@ -40,8 +40,8 @@ MAX_MEETINGS = 100_000
 class Sender(Protocol):
     """The part of the core the meetings layer uses: its outbound queues."""
 
-    def send_text(self, conn: int, json: str) -> bool: ...
-    def send_text_many(self, conns: list[int], json: str) -> None: ...
+    def send_text(self, conn: int, json: str, urgent: bool = False) -> bool: ...
+    def send_text_many(self, conns: list[int], json: str, urgent: bool = False) -> None: ...
 
 
 class OpError(Exception):
@@ -88,13 +88,15 @@ class MeetingRegistry:
 
     # -- sending --------------------------------------------------------------------
 
+    # Meeting traffic is urgent: it goes ahead of chat queued for the same connection.
+
     def send(self, conn: int, frame: str) -> bool:
-        return self.engine.send_text(conn, frame)
+        return self.engine.send_text(conn, frame, urgent=True)
 
     def emit(self, conns: Iterable[int], frame: str) -> None:
         targets = list(conns)
         if targets:
-            self.engine.send_text_many(targets, frame)
+            self.engine.send_text_many(targets, frame, urgent=True)
 
     def audience(self, m: Meeting, subject: Participant, *, others: bool, lifecycle: bool) -> list[int]:
         """Who hears an event about `subject`: everyone (broadcast: viewers hear only of
