@@ -355,6 +355,28 @@ impl Engine {
         Ok(String::from_utf8(json).unwrap_or_default())
     }
 
+    /// Queues the `welcome` of a session just opened: `head` is its JSON object, to which
+    /// the user's `unread` object is added as the last key. One crossing and one lock for
+    /// what a login needs after its session is open. False if the connection is gone.
+    ///
+    /// # Errors
+    /// `unauthorized` before the session is open; `bad_request` if `head` is not a JSON
+    /// object's text.
+    pub fn welcome(&self, conn: ConnId, head: &str) -> Result<bool> {
+        let Some(open) = head.trim_end().strip_suffix('}') else {
+            return Err(Error::bad_request("welcome must be a JSON object"));
+        };
+        self.with(|b, _, ob| {
+            let unread = b.unread_json(conn)?;
+            let mut text = String::with_capacity(open.len() + unread.len() + 12);
+            text.push_str(open);
+            text.push_str(",\"unread\":");
+            text.push_str(std::str::from_utf8(&unread).unwrap_or("{}"));
+            text.push('}');
+            Ok(b.send_text(conn, &text, Priority::Normal, ob))
+        })
+    }
+
     /// Sets (or, with None, deletes) a durable control-plane value (a meeting, a seat…).
     /// Durable with the next group commit; the call does not wait for it.
     ///

@@ -154,6 +154,15 @@ impl Engine {
             .map_err(CoreError)?)
     }
 
+    /// Queues the `welcome` of a session just opened: `head` is its JSON object text;
+    /// the user's `unread` object is added as its last key. False if the connection is
+    /// gone.
+    fn welcome(&self, py: Python<'_>, conn: u64, head: &str) -> PyResult<bool> {
+        Ok(py
+            .detach(|| self.inner.welcome(ConnId(conn), head))
+            .map_err(CoreError)?)
+    }
+
     /// Sets (or, with `value=None`, deletes) a durable control-plane value (a meeting, a
     /// seat…), in the log with the next group commit.
     #[pyo3(signature = (space, key, value))]

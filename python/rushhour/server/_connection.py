@@ -132,10 +132,10 @@ class Connection:
         resume = owner is not None and owner == (tenant, user)
         refusal = app.admission.admit(tenant, time.monotonic(), resume=resume)
         if refusal is None:
-            app.metrics.admitted.labels("resume" if resume else "fresh").inc()
+            app.metrics.admitted_by_kind["resume" if resume else "fresh"].inc()
             return True
         app.metrics.refused.labels(refusal.reason).inc()
-        app.metrics.hellos.labels("overloaded").inc()
+        app.metrics.hello_outcomes["overloaded"].inc()
         reply: dict[str, Any] = json.loads(_error("overloaded", "the server is busy: retry later", frame.get("id")))
         reply.update(retry_after_ms=refusal.retry_after_ms, queue_pos=refusal.queue_pos)
         self.send(json.dumps(reply, separators=(",", ":")))
@@ -152,13 +152,13 @@ class Connection:
                 self.conn, claims.tenant, claims.user, list(claims.rooms) if claims.rooms is not None else None
             )
         except (auth.InvalidToken, RushhourError) as e:
-            metrics.hellos.labels("unauthorized").inc()
+            metrics.hello_outcomes["unauthorized"].inc()
             self.close(CLOSE_UNAUTHORIZED, f"unauthorized: {e.args[0]}"[:120])
             return
         self.claims = claims
         token, resumed, previous = self.app.sessions.open(claims.tenant, claims.user, self.conn, frame.get("resume"))
         self.session = token
-        metrics.hellos.labels("resumed" if resumed else "ok").inc()
+        metrics.hello_outcomes["resumed" if resumed else "ok"].inc()
         welcome = {
             "op": "welcome",
             "session": token,
@@ -168,9 +168,8 @@ class Connection:
             "server_time": int(time.time() * 1000),
             "resumed": resumed,
         }
-        # `unread` last, as the core's JSON text, without a parse and a re-encode.
-        unread = self.app.engine.unread(self.conn)
-        self.send(f'{json.dumps(welcome, separators=(",", ":"))[:-1]},"unread":{unread}}}')
+        # The core adds `unread` (its own JSON text) and queues it, in one crossing.
+        self.app.engine.welcome(self.conn, json.dumps(welcome, separators=(",", ":")))
         if previous is not None:
             # After the welcome: the replay of what the previous connection missed follows it.
             with contextlib.suppress(RushhourError):  # nothing left to restore

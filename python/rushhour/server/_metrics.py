@@ -75,10 +75,13 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
-        self.hellos = Counter("rushhour_hellos", "hello frames by outcome", ["outcome"], registry=self.registry)
-        self.admitted = Counter(
+        hellos = Counter("rushhour_hellos", "hello frames by outcome", ["outcome"], registry=self.registry)
+        admitted = Counter(
             "rushhour_admission_admitted", "hellos admitted by kind (fresh, resume)", ["kind"], registry=self.registry
         )
+        # Children made once: `labels()` on every login costs more than the count itself.
+        self.hello_outcomes = {o: hellos.labels(o) for o in ("ok", "resumed", "overloaded", "unauthorized")}
+        self.admitted_by_kind = {k: admitted.labels(k) for k in ("fresh", "resume")}
         self.refused = Counter(
             "rushhour_admission_refused",
             "hellos refused as overloaded, by the bucket that refused (server, tenant)",
