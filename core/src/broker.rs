@@ -72,6 +72,8 @@ pub struct Stats {
     pub hello_timeouts: u64,
     /// Receipt and presence pushes left out of filling queues (priority under pressure).
     pub ambient_shed: u64,
+    /// Meeting signals relayed by the core (the rest go through the session layer).
+    pub signals_relayed: u64,
 }
 
 /// All chat state of one node.
@@ -93,6 +95,8 @@ pub struct Broker {
     pub(crate) online: HashMap<(Arc<str>, Arc<str>), u32>,
     /// Rooms with receipt or presence updates waiting for the next flush.
     pub(crate) dirty_rooms: std::collections::HashSet<RoomId>,
+    /// Which connection holds each meeting seat, for relaying signals.
+    pub(crate) seat_routes: crate::signals::SeatRoutes,
     /// Protocol connections by attach time, until `hello` must have come (oldest first).
     greeting: std::collections::VecDeque<(u64, ConnId)>,
     next_conn: u64,
@@ -130,6 +134,7 @@ impl Broker {
             memberships,
             online: HashMap::new(),
             dirty_rooms: std::collections::HashSet::new(),
+            seat_routes: crate::signals::SeatRoutes::default(),
             greeting: std::collections::VecDeque::new(),
             next_conn: 1,
             ping: encode_frame(Opcode::Ping, b""),
@@ -191,6 +196,7 @@ impl Broker {
     /// until flushed (a close frame may still be on its way).
     pub fn detach(&mut self, conn: ConnId) -> Option<Arc<Outbound>> {
         self.stop_subscriptions(conn);
+        self.seat_routes.connection_gone(conn);
         let c = self.conns.remove(&conn)?;
         if let Some(s) = &c.session {
             let (tenant, user) = (s.tenant.clone(), s.user.clone());
@@ -329,6 +335,7 @@ impl Broker {
             "unread_by" => self.handle_read_by(conn, &frame, id, true, ob),
             "unread" => self.handle_unread(conn, id, ob),
             "presence" => self.handle_presence(conn, &frame, id, ob),
+            "signal" if id.is_none() && self.relay_signal(conn, &frame, ob) => Ok(()),
             _ => return Some(Inbound::Control(text)),
         };
         if let Err(err) = result {

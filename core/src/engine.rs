@@ -377,6 +377,19 @@ impl Engine {
         })
     }
 
+    /// Tells the core who holds a meeting seat (None: it is reconnecting), so that signals
+    /// to it are relayed without the session layer; see [`crate::signals`].
+    pub fn route_seat(&self, meeting: &str, pid: &str, conn: Option<ConnId>, viewer: bool) {
+        lock(&self.broker)
+            .seat_routes
+            .set(meeting, pid, conn, viewer);
+    }
+
+    /// Forgets a meeting seat (left, removed, expired, ended).
+    pub fn unroute_seat(&self, meeting: &str, pid: &str) {
+        lock(&self.broker).seat_routes.remove(meeting, pid);
+    }
+
     /// Sets (or, with None, deletes) a durable control-plane value (a meeting, a seat…).
     /// Durable with the next group commit; the call does not wait for it.
     ///

@@ -34,6 +34,12 @@ pub struct ClientFrame<'a> {
     seq: Option<&'a RawValue>,
     #[serde(borrow)]
     after: Option<&'a RawValue>,
+    #[serde(borrow)]
+    meeting: Option<&'a RawValue>,
+    #[serde(borrow)]
+    to: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
 }
 
 /// Why a text frame could not be read as a request.
@@ -100,6 +106,8 @@ impl<'a> ClientFrame<'a> {
             "room" => self.room,
             "cid" => self.cid,
             "after" => self.after,
+            "meeting" => self.meeting,
+            "to" => self.to,
             _ => None,
         };
         match raw.filter(|r| r.get() != "null") {
@@ -127,6 +135,15 @@ impl<'a> ClientFrame<'a> {
             Some(raw) => serde_json::from_str(raw.get()).map(Some).map_err(|_| {
                 Error::bad_request(format!("\"{name}\" must be a non-negative integer"))
             }),
+        }
+    }
+
+    /// A field kept as the sender's JSON text (`data` of a signal), if present.
+    pub fn raw(&self, name: &'static str) -> Option<&'a str> {
+        match name {
+            "data" => self.data.map(RawValue::get),
+            "body" => self.body.map(RawValue::get),
+            _ => None,
         }
     }
 

@@ -13,6 +13,7 @@
 //! - [`room`], [`conn`]: rooms with their live subscribers; connections with sessions.
 //! - [`fanout`], [`outbound`]: shared frames into bounded per-connection queues.
 //! - [`receipts`]: per-room delivered/read cursors; counts per seq in O(log members).
+//! - [`signals`]: meeting signals between connected seats, relayed without Python.
 //! - [`store`]: the message store interface and its in-memory implementation;
 //!   [`log`]: the durable implementation (segments, group commit, recovery).
 //! - [`limits`]: configurable limits and token buckets.
@@ -46,6 +47,7 @@ pub mod receipt_ops;
 pub mod receipts;
 pub mod resume;
 pub mod room;
+pub mod signals;
 pub mod store;
 mod sync;
 pub mod token;

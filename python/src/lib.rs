@@ -163,6 +163,28 @@ impl Engine {
             .map_err(CoreError)?)
     }
 
+    /// Tells the core which connection holds a meeting seat (None: reconnecting), so that
+    /// signals between connected seats are relayed without Python.
+    #[pyo3(signature = (meeting, participant, conn, viewer=false))]
+    fn route_seat(
+        &self,
+        py: Python<'_>,
+        meeting: &str,
+        participant: &str,
+        conn: Option<u64>,
+        viewer: bool,
+    ) {
+        py.detach(|| {
+            self.inner
+                .route_seat(meeting, participant, conn.map(ConnId), viewer)
+        });
+    }
+
+    /// Forgets a meeting seat (left, removed, expired, ended).
+    fn unroute_seat(&self, py: Python<'_>, meeting: &str, participant: &str) {
+        py.detach(|| self.inner.unroute_seat(meeting, participant));
+    }
+
     /// Sets (or, with `value=None`, deletes) a durable control-plane value (a meeting, a
     /// seat…), in the log with the next group commit.
     #[pyo3(signature = (space, key, value))]
@@ -381,6 +403,7 @@ impl Engine {
         d.set_item("handshakes", s.handshakes)?;
         d.set_item("hello_timeouts", s.hello_timeouts)?;
         d.set_item("ambient_shed", s.ambient_shed)?;
+        d.set_item("signals_relayed", s.signals_relayed)?;
         Ok(d)
     }
 }

@@ -101,11 +101,14 @@ def test_leave(peers: dict[str, Peer]) -> None:
     assert bob.ok("meeting.join", meeting=mid)["participant"] != b["participant"]
 
 
-def test_signal_relay_in_order(peers: dict[str, Peer]) -> None:
+def test_signal_relay_in_order(server: ServerProcess, peers: dict[str, Peer]) -> None:
+    """Signals with an id are answered by the session layer, those without are relayed
+    by the core between connected seats: one order either way."""
     alice, bob = peers["alice"], peers["bob"]
     mid = meeting(alice)
     pa = alice.ok("meeting.join", meeting=mid)["participant"]
     pb = bob.ok("meeting.join", meeting=mid)["participant"]
+    relayed = metric(server.http, "rushhour_signals_relayed_total")
     sdp = {"type": "offer", "sdp": "v=0\r\n" + "a" * 1000, "ünï": [1, 2.5, None]}
     alice.ok("signal", meeting=mid, to=pb, data=sdp)
     for i in range(200):
@@ -113,6 +116,7 @@ def test_signal_relay_in_order(peers: dict[str, Peer]) -> None:
     got = bob.signal()
     assert got == {"op": "signal", "meeting": mid, "from": pa, "data": sdp}
     assert [bob.signal()["data"]["i"] for _ in range(200)] == list(range(200))
+    assert metric(server.http, "rushhour_signals_relayed_total") >= relayed + 200
     bob.ok("signal", meeting=mid, to=pa, data="answer")
     assert alice.signal()["data"] == "answer"
 

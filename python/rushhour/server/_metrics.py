@@ -28,6 +28,12 @@ _CORE_METRICS = (
         "Receipt and presence pushes left out of filling queues (meeting traffic and chat go first)",
         True,
     ),
+    (
+        "signals_relayed",
+        "rushhour_signals_relayed",
+        "Meeting signals relayed by the core between connected seats",
+        True,
+    ),
     ("hello_timeouts", "rushhour_hello_timeouts", "Connections closed 1008 because no hello came in time", True),
 )
 

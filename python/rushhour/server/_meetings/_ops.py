@@ -319,13 +319,15 @@ def handle(registry: MeetingRegistry, conn: int, claims: auth.Claims, frame: dic
         fields = fn(call)
     except OpError as e:
         registry.send(conn, events.error(e.code, e.message, request_id, e.retry_after_ms))
-        return
     except Exception:  # our fault: this frame fails, the server and the meeting go on
         logger.exception("meeting op %r failed", op)
         registry.send(conn, events.error("internal", "internal error", request_id))
-        return
-    answer = events.reply(request_id, **fields)
-    if answer is not None:
-        registry.send(conn, answer)
-    for frame_text in call.after:
-        registry.send(conn, frame_text)
+    else:
+        answer = events.reply(request_id, **fields)
+        if answer is not None:
+            registry.send(conn, answer)
+        for frame_text in call.after:
+            registry.send(conn, frame_text)
+    # Seats the op attached go to the core's signal relay only now that its frames
+    # (held signals first) are queued.
+    registry.route_seats()

@@ -38,10 +38,13 @@ MAX_MEETINGS = 100_000
 
 
 class Sender(Protocol):
-    """The part of the core the meetings layer uses: its outbound queues."""
+    """The part of the core the meetings layer uses: its outbound queues, and the seat
+    routes by which it relays signals between connected seats itself."""
 
     def send_text(self, conn: int, json: str, urgent: bool = False) -> bool: ...
     def send_text_many(self, conns: list[int], json: str, urgent: bool = False) -> None: ...
+    def route_seat(self, meeting: str, participant: str, conn: int | None, viewer: bool = False) -> None: ...
+    def unroute_seat(self, meeting: str, participant: str) -> None: ...
 
 
 class OpError(Exception):
@@ -81,6 +84,9 @@ class MeetingRegistry:
         #: Broadcast meetings whose viewer count changed since the last push.
         self.count_dirty: set[str] = set()
         self.limiter = limiter if limiter is not None else JoinLimiter()
+        #: Seats given to a connection during the op being handled: the core routes
+        #: signals to them once the op's frames (held signals first) are queued.
+        self._unrouted: set[tuple[str, str]] = set()
         self._last_count_push = 0.0
 
     def now_ms(self) -> float:
@@ -131,10 +137,11 @@ class MeetingRegistry:
     # -- seats ----------------------------------------------------------------------
 
     def attach(self, m: Meeting, p: Participant, conn: int) -> None:
-        """Gives `p`'s seat to `conn`."""
+        """Gives `p`'s seat to `conn` (routed for signals by `route_seats`)."""
         p.conn, p.state, p.deadline_ms = conn, CONNECTED, None
         self.seats_of_conn.setdefault(conn, {})[m.mid] = p.pid
         m.empty_deadline_ms = None
+        self._unrouted.add((m.mid, p.pid))
 
     def release(self, m: Meeting, p: Participant) -> None:
         """Takes the seat away from its connection (if any)."""
@@ -145,6 +152,18 @@ class MeetingRegistry:
                 if not held:
                     del self.seats_of_conn[p.conn]
             p.conn = None
+            self.engine.route_seat(m.mid, p.pid, None, p.role == VIEWER)
+
+    def route_seats(self) -> None:
+        """Hands the seats attached during the op just handled to the core's signal
+        relay. Called once the op's frames are queued, so that a rejoining seat gets its
+        held signals before any relayed one."""
+        for mid, pid in self._unrouted:
+            m = self.meetings.get(mid)
+            p = m.participants.get(pid) if m is not None else None
+            if p is not None:
+                self.engine.route_seat(mid, pid, p.conn, p.role == VIEWER)
+        self._unrouted.clear()
 
     def add_participant(self, m: Meeting, p: Participant) -> None:
         m.participants[p.pid] = p
@@ -160,6 +179,7 @@ class MeetingRegistry:
         if role == HOST:
             m.host = p.pid
         self.save_seat(m, p)
+        self._unrouted.add((m.mid, p.pid))
 
     def connection_lost(self, conn: int) -> None:
         """A connection ended or is closing: its seats wait for a rejoin (idempotent)."""
@@ -173,6 +193,7 @@ class MeetingRegistry:
             if m is None or p is None or p.conn != conn:
                 continue
             p.conn, p.state, p.deadline_ms = None, RECONNECTING, deadline
+            self.engine.route_seat(mid, pid, None, p.role == VIEWER)
             heapq.heappush(self.deadlines, (deadline, mid, pid))
             self.announce(m, p, "reconnecting", others=True, lifecycle=True)
 
@@ -183,6 +204,7 @@ class MeetingRegistry:
             self.announce(m, p, name, others=False, lifecycle=False)
         self.release(m, p)
         del m.participants[p.pid]
+        self.engine.unroute_seat(m.mid, p.pid)
         if p.role == VIEWER:
             m.viewers -= 1
             self.count_dirty.add(m.mid)
@@ -212,6 +234,7 @@ class MeetingRegistry:
         self.emit(m.live_conns(), events.event(m.mid, "ended", m.epoch))
         for p in list(m.participants.values()):
             self.release(m, p)
+            self.engine.unroute_seat(m.mid, p.pid)
             self.store.delete(f"{m.mid}/{p.pid}")
         self.meetings.pop(m.mid, None)
         if m.key is not None and self.by_key.get((m.tenant, m.key)) == m.mid:
