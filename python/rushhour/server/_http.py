@@ -1,19 +1,19 @@
-"""HTTP/1.1 with h11: the endpoints, and the WebSocket upgrade at `/ws` (and `/ws/echo`)."""
+"""HTTP/1.1 with h11: the endpoints, and the WebSocket upgrades the core leaves to it (`/ws/echo`, and
+requests at `/ws` it does not take as they are: to refuse with a status, or unusual). The core answers
+plain `GET /ws` upgrades itself."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import time
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import h11
 import trio
 from wsproto.utilities import generate_accept_token
 
-from rushhour import auth
+from rushhour import auth, web
 from rushhour._core import RushhourError
 from rushhour.server._connection import Connection
 
@@ -47,10 +47,10 @@ class _Response:
         self.status, self.body, self.content_type = status, body, content_type
 
 
-@functools.cache
-def _web_page() -> bytes:
-    """The web client, read from the package once."""
-    return resources.files("rushhour.web").joinpath("index.html").read_bytes()
+def _web_file(path: bytes) -> _Response | None:
+    """A file of the web client, if `path` names one (`rushhour.web` keeps them in memory)."""
+    found = web.asset(path)
+    return None if found is None else _Response(200, found.body, found.content_type)
 
 
 def _json(status: int, payload: object) -> _Response:
@@ -185,8 +185,8 @@ class HttpConnection:
             return "publish", await self._publish(request, body)
         if path == b"/api/v1/dev-token" and method == b"POST" and app.config.dev:
             return "dev-token", self._dev_token(body)
-        if path in (b"/", b"/index.html") and method == b"GET":
-            return "web", _Response(200, _web_page(), b"text/html; charset=utf-8")
+        if method == b"GET" and (page := _web_file(path)) is not None:
+            return "web", page
         if path in (b"/ws", b"/ws/echo"):
             return "ws", _error(426, "bad_request", "WebSocket upgrade required")
         return "not_found", _error(404, "not_found", "no such endpoint")

@@ -118,9 +118,9 @@ class MeetingRegistry:
         return conns
 
     def announce(self, m: Meeting, subject: Participant, name: str, *, others: bool, lifecycle: bool) -> None:
-        """Bumps the epoch (for roster changes others can see) and emits the event."""
-        if subject.role != VIEWER:
-            m.epoch += 1
+        """Bumps the epoch and emits the event: every event is newer than any roster sent
+        before it (a viewer's own `muted` or `replaced` included)."""
+        m.epoch += 1
         self.emit(
             self.audience(m, subject, others=others, lifecycle=lifecycle),
             events.event(m.mid, name, m.epoch, subject.roster()),
