@@ -53,10 +53,13 @@ class Config:
         session_burst: Fresh sessions admitted at once before `session_rate` applies.
         admission: `on` refuses hellos over the limits (`overloaded`, close 1013);
             `off` admits every hello (contrast runs).
-        meeting_join_rate: Meeting joins per second per tenant (over it: `overloaded`).
-        meeting_join_burst: Meeting joins a tenant may make at once.
+        meeting_join_rate: Meeting joins per second per tenant (over it: `overloaded`), so
+            that one big tenant cannot take every join of the server.
+        meeting_join_burst: Meeting joins a tenant may make at once: half the server's,
+            room for a large company's 9:00 stand-ups.
         meeting_server_join_rate: Meeting joins per second for the whole server.
-        meeting_server_join_burst: Meeting joins the server takes at once (a 9:00 start).
+        meeting_server_join_burst: Meeting joins the server takes at once (a 9:00 start
+            of 1,500 meetings of 5, with room to spare).
     """
 
     host: str = "127.0.0.1"
@@ -88,8 +91,8 @@ class Config:
     session_rate: float = 5_000.0
     session_burst: float = 10_000.0
     admission: str = "on"
-    meeting_join_rate: float = 1_000.0
-    meeting_join_burst: float = 2_000.0
+    meeting_join_rate: float = 2_500.0
+    meeting_join_burst: float = 5_000.0
     meeting_server_join_rate: float = 5_000.0
     meeting_server_join_burst: float = 10_000.0
     _generated_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)

@@ -6,14 +6,6 @@ import math
 import random
 from collections import OrderedDict
 
-#: Default limits (each a `rushhour serve` flag): joins per second the server takes, and
-#: the burst it absorbs (a 9 a.m. start of many meetings at once: about 200 meetings of
-#: 10 joining within 2 s, with room to spare); per tenant, so that one big tenant cannot
-#: take every join of the server.
-SERVER_JOIN_RATE = 5_000.0
-SERVER_JOIN_BURST = 10_000.0
-TENANT_JOIN_RATE = 1_000.0
-TENANT_JOIN_BURST = 2_000.0
 #: Tenants whose buckets are remembered; the least recently used go first (a forgotten
 #: bucket starts full, which only ever lets a quiet tenant in).
 MAX_TENANT_BUCKETS = 10_000
@@ -39,13 +31,9 @@ class _Bucket:
 class JoinLimiter:
     """Decides whether a join may proceed now."""
 
-    def __init__(
-        self,
-        server_rate: float = SERVER_JOIN_RATE,
-        server_burst: float = SERVER_JOIN_BURST,
-        tenant_rate: float = TENANT_JOIN_RATE,
-        tenant_burst: float = TENANT_JOIN_BURST,
-    ) -> None:
+    def __init__(self, server_rate: float, server_burst: float, tenant_rate: float, tenant_burst: float) -> None:
+        """Rates in joins per second, bursts in joins (the flags `--meeting-server-join-*`
+        and, per tenant, `--meeting-join-*`)."""
         self._server = _Bucket(server_rate, server_burst, 0.0)
         self._tenant_rate, self._tenant_burst = tenant_rate, tenant_burst
         self._tenants: OrderedDict[str, _Bucket] = OrderedDict()

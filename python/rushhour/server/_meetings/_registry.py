@@ -65,7 +65,8 @@ class MeetingRegistry:
         seat_grace_ms: int,
         store: MeetingStore | None = None,
         clock: Callable[[], float] = time.monotonic,
-        limiter: JoinLimiter | None = None,
+        *,
+        limiter: JoinLimiter,
     ) -> None:
         self.engine = engine
         self.secret = secret
@@ -83,7 +84,7 @@ class MeetingRegistry:
         self.deadlines: list[tuple[float, str, str]] = []
         #: Broadcast meetings whose viewer count changed since the last push.
         self.count_dirty: set[str] = set()
-        self.limiter = limiter if limiter is not None else JoinLimiter()
+        self.limiter = limiter
         #: Seats given to a connection during the op being handled: the core routes
         #: signals to them once the op's frames (held signals first) are queued.
         self._unrouted: set[tuple[str, str]] = set()
