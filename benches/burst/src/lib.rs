@@ -1,8 +1,9 @@
 //! rushhour-burst: the load generator, many WebSocket clients against a running server.
 //!
-//! It runs on one current-thread tokio runtime, so that on a two-core machine it takes
-//! about one core and leaves the other to the server; the per-delivery cost is kept to
-//! a `read` and a scan of a few bytes, and reported with the results.
+//! It runs on one current-thread tokio runtime (`burst`: one per `--threads`), so that
+//! on a two-core machine it takes about one core and leaves the other to the server;
+//! the per-delivery cost is kept to a `read` and a scan of a few bytes, and reported
+//! with the results.
 //!
 //! Layout:
 //! - [`cli`]: the command line, one subcommand per scenario.
@@ -11,7 +12,7 @@
 //! - [`token`]: HS256 tokens for `hello`.
 //! - [`seq`]: the per-subscriber order check.
 //! - [`stats`]: latency histograms and CPU accounting.
-//! - [`scenario`]: the scenarios (`fanout`, `publish`).
+//! - [`scenario`]: the scenarios (`fanout`, `publish`, `burst`).
 //! - [`report`]: tables and JSON.
 
 pub mod cli;

@@ -1,5 +1,6 @@
-//! The `rushhour-burst` command: parses the command line, runs one scenario on a
-//! current-thread runtime, prints the table (and writes the JSON).
+//! The `rushhour-burst` command: parses the command line, runs one scenario (on a
+//! current-thread runtime, or `burst` on its own threads), prints the table (and
+//! writes the JSON).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -12,6 +13,13 @@ use rushhour_burst::scenario;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `burst` runs its own threads, each with its own runtime.
+    if let Command::Burst(args) = &cli.command {
+        return match scenario::burst::run(args) {
+            Ok(report) => finish(&report.table(), report.ok, &report, args.json.as_deref()),
+            Err(e) => fail(&e),
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -32,6 +40,7 @@ fn main() -> ExitCode {
             Ok(report) => finish(&report.table(), report.ok, &report, args.json.as_deref()),
             Err(e) => fail(&e),
         },
+        Command::Burst(_) => unreachable!("handled above"),
     }
 }
 

@@ -8,6 +8,10 @@ use serde::Serialize;
 use crate::seq::SeqSummary;
 use crate::stats::LatencySummary;
 
+mod burst;
+
+pub use burst::{BurstChat, BurstMeetings, BurstReport, BurstSessions, BurstSignals, BurstTenant};
+
 /// The results of one `fanout` run.
 #[derive(Debug, Serialize)]
 pub struct FanoutReport {

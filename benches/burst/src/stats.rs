@@ -181,6 +181,18 @@ fn parse_proc_stat_cpu(stat: &str, ticks_per_s: u64) -> Option<Duration> {
     )
 }
 
+/// Resident memory of process `pid` in KiB (`VmRSS` of `/proc/PID/status`); `None`
+/// when it is gone or not readable.
+pub fn pid_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_vm_rss(&status)
+}
+
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// CPU time (all cores, every process) the machine has spent busy, from the first line
 /// of `/proc/stat`: what the generator and the server used plus any other load, which
 /// on a shared machine is what makes two runs disagree.
@@ -281,5 +293,13 @@ mod tests {
         );
         assert_eq!(parse_proc_stat_busy("cpu0 1 2 3 4 5 6 7 8", 100), None);
         assert!(machine_busy().is_some());
+    }
+
+    #[test]
+    fn rss_parsing() {
+        let status = "Name:\tpython\nVmPeak:\t  9000 kB\nVmRSS:\t   51234 kB\nThreads:\t3\n";
+        assert_eq!(parse_vm_rss(status), Some(51_234));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        assert!(pid_rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
     }
 }

@@ -28,6 +28,10 @@ pub mod opcode {
 /// grown first, so a read never returns a few bytes at a time.
 const MIN_READ: usize = 4096;
 
+/// The smallest first read size [`FrameReader::with_read_size`] accepts: a welcome or
+/// a few deliveries per read.
+pub const MIN_SMALL_READ: usize = 512;
+
 /// The most a read is offered once reads keep filling what they are given: 64 KiB
 /// takes a backlog of a few hundred small frames per syscall. Idle connections stay
 /// at their first size, which matters with tens of thousands of them.
@@ -104,13 +108,21 @@ pub struct FrameReader {
 impl FrameReader {
     /// A reader with `capacity` bytes to start with, refusing frames over `max_frame`.
     pub fn new(capacity: usize, max_frame: usize) -> Self {
+        Self::with_read_size(capacity, MIN_READ, max_frame)
+    }
+
+    /// Like [`FrameReader::new`], but offering reads of `read_size` bytes at first
+    /// (at least [`MIN_SMALL_READ`]) instead of [`MIN_READ`]: for tens of thousands of
+    /// mostly idle connections, whose buffers then grow only if their traffic asks.
+    pub fn with_read_size(capacity: usize, read_size: usize, max_frame: usize) -> Self {
+        let read_size = read_size.clamp(MIN_SMALL_READ, MAX_READ);
         Self {
-            buf: vec![0; capacity.max(MIN_READ)],
+            buf: vec![0; capacity.max(read_size)],
             start: 0,
             end: 0,
             need: 0,
             max_frame,
-            read_size: MIN_READ,
+            read_size,
             offered: 0,
         }
     }
@@ -433,6 +445,26 @@ mod tests {
             r.start = r.end;
         }
         assert_eq!(r.read_size, MIN_READ, "half-full reads do not grow it");
+    }
+
+    #[test]
+    fn small_readers_start_small_and_grow_when_filled() {
+        let mut r = FrameReader::with_read_size(0, 1024, 1 << 20);
+        assert_eq!(r.spare().len(), 1024);
+        let n = r.spare().len();
+        r.filled(n);
+        r.start = r.end;
+        assert_eq!(r.spare().len(), 2048);
+        assert_eq!(
+            FrameReader::with_read_size(0, 1, 1 << 20).spare().len(),
+            MIN_SMALL_READ
+        );
+        // A frame larger than the buffer still fits once its header is known.
+        let payload = vec![b'w'; 3000];
+        let wire = server_frame(true, opcode::TEXT, &payload);
+        let mut r = FrameReader::with_read_size(0, 512, 1 << 20);
+        r.push(&wire);
+        assert_eq!(r.next_frame().unwrap().unwrap().payload, &payload[..]);
     }
 
     #[test]

@@ -221,6 +221,36 @@ impl Conn {
         source: Option<IpAddr>,
         seed: u64,
     ) -> Result<Self, ConnError> {
+        Self::connect_with(
+            target,
+            source,
+            seed,
+            FrameReader::new(READ_BUFFER, MAX_FRAME),
+        )
+        .await
+    }
+
+    /// Like [`Conn::connect`], with a first read size of `read_size` bytes (see
+    /// [`FrameReader::with_read_size`]): for many mostly idle clients.
+    ///
+    /// # Errors
+    /// [`ConnError`] when the connection or the upgrade fails.
+    pub async fn connect_small(
+        target: &Target,
+        source: Option<IpAddr>,
+        seed: u64,
+        read_size: usize,
+    ) -> Result<Self, ConnError> {
+        let frames = FrameReader::with_read_size(0, read_size, MAX_FRAME);
+        Self::connect_with(target, source, seed, frames).await
+    }
+
+    async fn connect_with(
+        target: &Target,
+        source: Option<IpAddr>,
+        seed: u64,
+        mut frames: FrameReader,
+    ) -> Result<Self, ConnError> {
         let mut stream = tcp_connect(target.addr, source).await?;
         let mut masks = MaskKeys::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut nonce = [0u8; 16];
@@ -245,7 +275,6 @@ impl Conn {
                 break len;
             }
         };
-        let mut frames = FrameReader::new(READ_BUFFER, MAX_FRAME);
         frames.push(&head[head_len..]);
         Ok(Self {
             stream,
@@ -260,6 +289,16 @@ impl Conn {
     /// Queues a text frame; [`Conn::flush`] sends it.
     pub fn queue_text(&mut self, text: &[u8]) {
         encode_client_frame(&mut self.out, opcode::TEXT, text, self.masks.next_key());
+    }
+
+    /// Queues a close frame with `code` (no reason); [`Conn::flush`] sends it.
+    pub fn queue_close(&mut self, code: u16) {
+        encode_client_frame(
+            &mut self.out,
+            opcode::CLOSE,
+            &code.to_be_bytes(),
+            self.masks.next_key(),
+        );
     }
 
     /// Whether frames are queued.

@@ -84,6 +84,26 @@ pub fn str_value_is(frame: &[u8], key: &Key, expected: &[u8]) -> bool {
         })
 }
 
+/// The string value of `key` without its quotes, when it holds no escape (ids, tokens
+/// and codes never do): `None` when absent, not a string, or escaped.
+pub fn str_value<'a>(frame: &'a [u8], key: &Key) -> Option<&'a [u8]> {
+    let v = value(frame, key)?.strip_prefix(b"\"")?;
+    let end = memchr::memchr2(b'"', b'\\', v)?;
+    (v[end] == b'"').then(|| &v[..end])
+}
+
+/// The boolean value of `key`, if it is one.
+pub fn bool_value(frame: &[u8], key: &Key) -> Option<bool> {
+    let v = value(frame, key)?;
+    if v.starts_with(b"true") {
+        Some(true)
+    } else if v.starts_with(b"false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// The leading decimal digits of `bytes` as a number (`None` without a digit or on
 /// overflow).
 pub fn parse_u64(bytes: &[u8]) -> Option<u64> {
@@ -167,6 +187,24 @@ mod tests {
         assert!(str_value_is(err, &CODE, b"rate_limited"));
         assert!(!str_value_is(err, &CODE, b"rate"));
         assert_eq!(u64_value(err, &RETRY_AFTER_MS), Some(250));
+    }
+
+    #[test]
+    fn strings_and_booleans() {
+        let welcome =
+            br#"{"op":"welcome","session":"s-Ab_9","user":"u1","resumed":true,"x":"a\"b"}"#;
+        assert_eq!(
+            str_value(welcome, &Key::new("session")),
+            Some(&b"s-Ab_9"[..])
+        );
+        assert_eq!(str_value(welcome, &Key::new("x")), None, "escaped");
+        assert_eq!(str_value(welcome, &Key::new("resumed")), None);
+        assert_eq!(bool_value(welcome, &Key::new("resumed")), Some(true));
+        assert_eq!(
+            bool_value(br#"{"resumed": false}"#, &Key::new("resumed")),
+            Some(false)
+        );
+        assert_eq!(bool_value(welcome, &Key::new("user")), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! share counters through `Rc<Cell<…>>` without atomics or locks, and the generator
 //! stays on one core of a machine it shares with the server.
 
+pub mod burst;
 pub mod fanout;
 pub mod publish;
 
@@ -48,7 +49,7 @@ pub fn preflight(
 }
 
 /// The soft limit on open files, raised to the hard limit if it is lower.
-fn fd_limit() -> u64 {
+pub fn fd_limit() -> u64 {
     // SAFETY: getrlimit/setrlimit read and write only the struct we pass.
     unsafe {
         let mut lim: libc::rlimit = std::mem::zeroed();
