@@ -340,10 +340,10 @@ impl Engine {
             .collect())
     }
 
-    /// Pushes the coalesced receipt and presence updates and logs the moved cursors; see
-    /// [`Broker::flush_receipts`].
-    pub fn flush_receipts(&self) {
-        self.with(|b, _, ob| b.flush_receipts(ob));
+    /// Pushes the coalesced receipt and presence updates and logs the moved cursors of
+    /// the rooms of one slot; see [`Broker::flush_receipts_slot`].
+    pub fn flush_receipts(&self, slot: u32, slots: u32) {
+        self.with(|b, _, ob| b.flush_receipts_slot(slot, slots, ob));
     }
 
     /// The `unread` object of a connection's user (JSON text); see [`Broker::unread_json`].

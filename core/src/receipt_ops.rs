@@ -214,8 +214,25 @@ impl Broker {
     /// (rooms of at most `receipt_push_max_members` members), and writes the moved
     /// cursors to the log. Called every `receipt_interval_ms`, and at shutdown.
     pub fn flush_receipts(&mut self, ob: &mut Outbox) {
+        self.flush_receipts_slot(0, 1, ob);
+    }
+
+    /// [`Broker::flush_receipts`] for the rooms of one slot of `slots` (by room id).
+    /// Called for each slot in turn, `slots` times per interval, it spreads the pushes
+    /// over the interval instead of queueing one for every member of every room at
+    /// once (which made the chat frames queued behind them wait for thousands of
+    /// writes); each room is still flushed once per interval.
+    pub fn flush_receipts_slot(&mut self, slot: u32, slots: u32, ob: &mut Outbox) {
         let max = self.limits.receipt_push_max_members;
-        for room_id in std::mem::take(&mut self.dirty_rooms) {
+        let slots = slots.max(1);
+        let due: Vec<RoomId> = self
+            .dirty_rooms
+            .iter()
+            .filter(|r| r.0 % slots == slot % slots)
+            .copied()
+            .collect();
+        for room_id in due {
+            self.dirty_rooms.remove(&room_id);
             let r = self.rooms.get_mut(room_id);
             let moved = std::mem::take(&mut r.moved);
             let changes = std::mem::take(&mut r.presence_changes);

@@ -141,9 +141,12 @@ impl Engine {
     }
 
     /// Pushes the coalesced receipt and presence updates of small rooms, and writes the
-    /// cursors moved since the last call to the log. Call every `receipt_interval_ms`.
-    fn flush_receipts(&self, py: Python<'_>) {
-        py.detach(|| self.inner.flush_receipts());
+    /// cursors moved since the last call to the log. Call every `receipt_interval_ms`;
+    /// or, to spread the pushes, once per slot every `receipt_interval_ms / slots`, the
+    /// slots in turn.
+    #[pyo3(signature = (slot=0, slots=1))]
+    fn flush_receipts(&self, py: Python<'_>, slot: u32, slots: u32) {
+        py.detach(|| self.inner.flush_receipts(slot, slots));
     }
 
     /// The `unread` object of the connection's user, as JSON text: room → last_seq,

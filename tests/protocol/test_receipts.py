@@ -21,6 +21,7 @@ from durability._harness import WsClient, token
 from websockets.sync.client import ClientConnection
 
 from conftest import ServerProcess, start_server
+from rushhour.server._app import RECEIPT_SLOTS
 from wsutil import all_pages, expected_pages, frames_until, hello, request, tick, ws_connect
 
 #: Coalescing interval of the `pushes` server: long enough that a few frames sent right
@@ -619,17 +620,21 @@ def test_cursors_and_counts_identical_after_a_restart(tmp_path: Path, tenant: st
 
 
 def test_flushed_cursors_survive_a_kill(tmp_path: Path, tenant: str) -> None:
-    """Cursor moves reach the log at the next flush: once a flush after them was seen and
-    a later message acknowledged (the log is written in order), SIGKILL loses none."""
+    """Cursor moves reach the log at their room's next flush: once a flush of every room
+    after them was seen and a later message acknowledged (the log is written in order),
+    SIGKILL loses none."""
     args = ("--receipt-interval-ms", "100")
     srv = start_server(tmp_path, *args)
     try:
         expected = build_rooms(srv, tenant)
         with ws_connect(srv.url) as clock:
             hello(clock, srv.token("clock", tenant))
-            request(clock, {"op": "subscribe", "id": 1, "room": "clock"})
-            tick(clock, "clock", "clock")  # a flush after every move: their records are queued
-            assert request(clock, {"op": "send", "id": 2, "room": "clock", "cid": "x", "body": 0})["ok"]
+            # Rooms are flushed in slots by room id: one clock room per slot (ids follow
+            # creation order), each ticked, shows a flush of every slot after the moves.
+            for slot in range(RECEIPT_SLOTS):
+                request(clock, {"op": "subscribe", "id": 1, "room": f"clock-{slot}"})
+                tick(clock, "clock", f"clock-{slot}")
+            assert request(clock, {"op": "send", "id": 2, "room": "clock-0", "cid": "x", "body": 0})["ok"]
         before = snapshot(srv, tenant, USERS, LAST)
         check_snapshot(before, expected)
     finally:

@@ -21,6 +21,8 @@ from rushhour.server._sessions import SessionRegistry
 
 #: Pending connections the kernel may hold while we are busy (the 9 a.m. burst).
 LISTEN_BACKLOG = 4096
+#: Receipt and presence flushes per interval, each for its share of the rooms.
+RECEIPT_SLOTS = 8
 #: How long shutdown waits for close frames to reach the sockets.
 SHUTDOWN_FLUSH_S = 5.0
 CLOSE_GOING_AWAY = 1001
@@ -156,11 +158,16 @@ class App:
 
     async def flush_receipts(self) -> None:
         """Every `receipt_interval_ms`: one coalesced receipts/presence push per small
-        room that changed, and the moved cursors to the log."""
-        interval = self.config.receipt_interval_ms / 1000
+        room that changed, and the moved cursors to the log. The rooms are flushed in
+        `RECEIPT_SLOTS` slots spread over the interval, so that a flush never queues a
+        push for every member of every room at once (chat frames would wait behind it)."""
+        slots = RECEIPT_SLOTS if self.config.receipt_interval_ms >= RECEIPT_SLOTS else 1
+        tick = self.config.receipt_interval_ms / 1000 / slots
+        slot = 0
         while True:
-            await trio.sleep(interval)
-            self.engine.flush_receipts()
+            await trio.sleep(tick)
+            self.engine.flush_receipts(slot, slots)
+            slot = (slot + 1) % slots
 
     async def heartbeat(self) -> None:
         """Pings every connection each heartbeat and closes the silent ones."""
