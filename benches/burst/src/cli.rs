@@ -68,13 +68,28 @@ pub struct ConnectArgs {
     pub allow_remote: bool,
 }
 
+/// The server a `fanout` run loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FanoutTarget {
+    /// rushhour over WebSocket, or any server speaking that subset of its protocol
+    /// (the naive peer): `ws://HOST:PORT/PATH`.
+    Rushhour,
+    /// Core NATS (no JetStream): `SUB <room>`, `PUB <room>`; `nats://HOST:PORT`.
+    Nats,
+    /// Redis Pub/Sub: `SUBSCRIBE <room>`, `PUBLISH <room> <body>`; `redis://HOST:PORT`.
+    Redis,
+}
+
 /// `fanout`: one room, one publisher keeping a window of sends in flight.
 #[derive(Debug, Args)]
 pub struct FanoutArgs {
-    /// Where and how to connect.
+    /// Where and how to connect (`--url nats://…` or `redis://…` with those targets).
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// Subscriber client implementation.
+    /// The server under load.
+    #[arg(long, value_enum, default_value_t = FanoutTarget::Rushhour)]
+    pub target: FanoutTarget,
+    /// Subscriber client implementation (rushhour only).
     #[arg(long, value_enum, default_value_t = ClientKind::Raw)]
     pub client: ClientKind,
     /// Subscriber connections.
@@ -89,10 +104,12 @@ pub struct FanoutArgs {
     /// Seconds of load before measuring.
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
-    /// Sends in flight (awaiting their reply) at once.
+    /// Sends in flight (awaiting their reply) at once. NATS: a `PING` after every
+    /// `window` messages, at most two windows awaiting their `PONG`; Redis: `PUBLISH`
+    /// replies outstanding.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub window: u32,
-    /// The room.
+    /// The room (the NATS subject, the Redis channel).
     #[arg(long, default_value = "fanout")]
     pub room: String,
     /// Seconds to wait after the measurement for outstanding replies and deliveries.
@@ -336,7 +353,13 @@ mod tests {
         assert_eq!(args.subscribers, 10);
         assert_eq!(args.connect.sources.len(), 2);
         assert_eq!(args.window, 100);
+        assert_eq!(args.target, FanoutTarget::Rushhour);
         assert!(Cli::try_parse_from(["rushhour-burst", "fanout", "--body-bytes", "8"]).is_err());
+        let cli = Cli::try_parse_from(["rushhour-burst", "fanout", "--target", "redis"]).unwrap();
+        let Command::Fanout(args) = cli.command else {
+            panic!("not fanout")
+        };
+        assert_eq!(args.target, FanoutTarget::Redis);
     }
 
     #[test]

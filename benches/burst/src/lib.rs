@@ -8,7 +8,9 @@
 //! Layout:
 //! - [`cli`]: the command line, one subcommand per scenario.
 //! - [`client`]: the protocol client — handshake, frames, field scanning.
-//! - [`nats`]: a minimal NATS client, to load JetStream the same way.
+//! - [`nats`]: a minimal NATS client, to load JetStream and core NATS the same way.
+//! - [`redis`]: a minimal Redis (RESP2) client, for Pub/Sub fan-out.
+//! - [`readbuf`]: the read buffer those two parse out of.
 //! - [`token`]: HS256 tokens for `hello`.
 //! - [`seq`]: the per-subscriber order check.
 //! - [`stats`]: latency histograms and CPU accounting.
@@ -18,6 +20,8 @@
 pub mod cli;
 pub mod client;
 pub mod nats;
+pub mod readbuf;
+pub mod redis;
 pub mod report;
 pub mod scenario;
 pub mod seq;

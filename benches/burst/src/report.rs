@@ -17,6 +17,8 @@ pub use burst::{BurstChat, BurstMeetings, BurstReport, BurstSessions, BurstSigna
 pub struct FanoutReport {
     /// Always `"fanout"`.
     pub scenario: &'static str,
+    /// `"rushhour"`, `"nats"` or `"redis"`.
+    pub target: &'static str,
     /// The server's URL.
     pub url: String,
     /// The subscribers' client implementation.
@@ -103,9 +105,14 @@ impl FanoutReport {
     /// The human-readable table.
     pub fn table(&self) -> String {
         let mut t = String::new();
+        // rushhour's runs keep their first line; the peers' name themselves.
+        let scenario = match self.target {
+            "rushhour" => "fanout".to_owned(),
+            peer => format!("fanout ({peer})"),
+        };
         let _ = writeln!(
             t,
-            "fanout: {} subscribers ({} client), {} B bodies, window {}, {:.1} s measured after {:.1} s warm-up",
+            "{scenario}: {} subscribers ({} client), {} B bodies, window {}, {:.1} s measured after {:.1} s warm-up",
             self.subscribers, self.client, self.body_bytes, self.window, self.duration_s, self.warmup_s
         );
         let _ = writeln!(

@@ -1,6 +1,7 @@
 //! The client's side of the NATS protocol, written sans-IO into an output buffer:
-//! `CONNECT`, `SUB`, `PUB`, `HPUB`, `PING` and `PONG`. Numbers are written without the
-//! `fmt` machinery, since `PUB` is on the per-message path.
+//! `CONNECT`, `SUB`, `PUB` (with or without a reply subject), `HPUB`, `PING` and
+//! `PONG`. Numbers are written without the `fmt` machinery, since `PUB` is on the
+//! per-message path.
 
 use crate::client::scan::push_u64;
 
@@ -40,6 +41,17 @@ pub fn write_pub(out: &mut Vec<u8>, subject: &[u8], reply: &[u8], reply_id: u64,
     out.push(b' ');
     out.extend_from_slice(reply);
     push_u64(out, reply_id);
+    out.push(b' ');
+    push_u64(out, payload.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `PUB <subject> <#bytes>` and the payload: a publish nobody answers (core NATS).
+pub fn write_pub_no_reply(out: &mut Vec<u8>, subject: &[u8], payload: &[u8]) {
+    out.extend_from_slice(b"PUB ");
+    out.extend_from_slice(subject);
     out.push(b' ');
     push_u64(out, payload.len() as u64);
     out.extend_from_slice(b"\r\n");
@@ -121,6 +133,9 @@ mod tests {
         let mut out = Vec::new();
         write_pub(&mut out, b"bench.7", b"_INBOX.ab.", 42, b"{\"n\":1}");
         assert_eq!(out, b"PUB bench.7 _INBOX.ab.42 7\r\n{\"n\":1}\r\n");
+        out.clear();
+        write_pub_no_reply(&mut out, b"fanout", b"a b");
+        assert_eq!(out, b"PUB fanout 3\r\na b\r\n");
         out.clear();
         write_hpub_msg_id(&mut out, b"bench.7", b"_INBOX.ab.", 0, b"c-1", b"hi");
         let text = String::from_utf8(out.clone()).unwrap();

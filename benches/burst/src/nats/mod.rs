@@ -1,5 +1,6 @@
 //! A minimal NATS client over a raw tokio `TcpStream`, enough to publish to JetStream
-//! and read its acks: no NATS crate, for the same reason the WebSocket client is
+//! and read its acks, and for core NATS fan-out (`SUB`, `PUB`, `MSG`, flow control by
+//! `PING`/`PONG`): no NATS crate, for the same reason the WebSocket client is
 //! hand-rolled (the generator's cost per message is part of what is measured).
 //!
 //! Layout:
@@ -28,17 +29,32 @@ const DEFAULT_PORT: u16 = 4222;
 /// # Errors
 /// A message when the URL is not `nats://host[:port]` or does not resolve.
 pub fn parse_url(url: &str) -> Result<SocketAddr, String> {
-    let rest = url
-        .strip_prefix("nats://")
-        .ok_or_else(|| format!("{url}: --target nats takes a nats://HOST:PORT URL"))?;
-    let host = rest.trim_end_matches('/');
+    resolve_url(url, "nats", DEFAULT_PORT)
+}
+
+/// Parses and resolves `<scheme>://host[:port][/…]` (what follows a slash is ignored:
+/// a Redis database number); shared with [`crate::redis`].
+///
+/// # Errors
+/// A message when the URL is not of that form or does not resolve.
+pub(crate) fn resolve_url(
+    url: &str,
+    scheme: &str,
+    default_port: u16,
+) -> Result<SocketAddr, String> {
+    let host = url
+        .strip_prefix(scheme)
+        .and_then(|rest| rest.strip_prefix("://"))
+        .and_then(|rest| rest.split('/').next())
+        .filter(|host| !host.is_empty())
+        .ok_or_else(|| format!("{url}: --target {scheme} takes a {scheme}://HOST:PORT URL"))?;
     let with_port = if host
         .rsplit_once(':')
         .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
     {
         host.to_owned()
     } else {
-        format!("{host}:{DEFAULT_PORT}")
+        format!("{host}:{default_port}")
     };
     with_port
         .to_socket_addrs()
@@ -55,6 +71,9 @@ pub struct NatsConn {
     reader: Reader,
     /// Lines queued to send, written by [`NatsConn::flush`].
     out: Vec<u8>,
+    /// `PONG`s read by [`NatsConn::next_msg`] and not yet taken: a publisher's acks
+    /// (each says the server processed everything before its `PING`).
+    pongs: u64,
 }
 
 fn proto_error(e: reader::ProtoError) -> ConnError {
@@ -79,6 +98,7 @@ impl NatsConn {
             stream,
             reader: Reader::new(),
             out: Vec::with_capacity(16 * 1024),
+            pongs: 0,
         };
         let handshake = async {
             conn.wait_for(|op| matches!(op, Op::Info(_))).await?;
@@ -108,6 +128,40 @@ impl NatsConn {
             }
             self.fill().await?;
         }
+    }
+
+    /// Subscribes to `subject` as `sid` and waits until the server has processed it;
+    /// its messages are then read by the reader's fast path. For a subscriber whose
+    /// messages come from then on.
+    ///
+    /// # Errors
+    /// As [`NatsConn::connect`].
+    pub async fn subscribe(
+        &mut self,
+        subject: &[u8],
+        sid: u64,
+        timeout: Duration,
+    ) -> Result<(), ConnError> {
+        self.reader.expect_msg(subject, sid);
+        encode::write_sub(&mut self.out, subject, sid);
+        self.sync(timeout).await
+    }
+
+    /// Sends `PING` and waits for its `PONG`: every line queued before it has then
+    /// been processed. Messages read meanwhile are dropped. For set-up only.
+    ///
+    /// # Errors
+    /// As [`NatsConn::connect`].
+    pub async fn sync(&mut self, timeout: Duration) -> Result<(), ConnError> {
+        encode::write_ping(&mut self.out);
+        tokio::time::timeout(timeout, self.wait_for(|op| matches!(op, Op::Pong)))
+            .await
+            .map_err(|_| ConnError::Timeout("the server's PONG"))?
+    }
+
+    /// The `PONG`s [`NatsConn::next_msg`] skipped since the last call.
+    pub fn take_pongs(&mut self) -> u64 {
+        std::mem::take(&mut self.pongs)
     }
 
     /// The buffer of lines to send: the caller writes with the [`encode`] functions,
@@ -144,7 +198,8 @@ impl NatsConn {
     }
 
     /// The next message already read, or `None` until [`NatsConn::fill`] reads more.
-    /// Pings are answered (queued), `PONG`, `+OK` and `INFO` updates skipped.
+    /// Pings are answered (queued), `PONG`s counted ([`NatsConn::take_pongs`]), `+OK`
+    /// and `INFO` updates skipped.
     ///
     /// # Errors
     /// [`ConnError::Protocol`] on `-ERR` (the server closes after most of them) or a
@@ -160,6 +215,7 @@ impl NatsConn {
             }
             match self.reader.op(&head) {
                 Op::Ping => encode::write_pong(&mut self.out),
+                Op::Pong => self.pongs += 1,
                 Op::Err(e) => return Err(err_line(e)),
                 _ => {}
             }

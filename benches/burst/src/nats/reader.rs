@@ -9,13 +9,14 @@
 
 use std::fmt;
 
-/// The smallest free space offered to a `read`: below it the buffer is compacted or
-/// grown first, so that a read takes a good batch of acks at once.
-const MIN_READ: usize = 16 * 1024;
+use crate::readbuf::{find_crlf, ReadBuf, Sized};
 
 /// Longest control line accepted (`INFO` is the longest a server sends, well under
 /// this); a guard against a peer that never ends its line.
 const MAX_LINE: usize = 64 * 1024;
+
+/// First size of a connection's read buffer; it grows while reads keep filling it.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// One operation from the server, borrowed from the reader until the next call.
 #[derive(Debug, PartialEq, Eq)]
@@ -84,21 +85,13 @@ impl fmt::Display for ProtoError {
 impl std::error::Error for ProtoError {}
 
 /// Parses server operations out of one growable buffer that the caller reads into.
-///
-/// ### Invariants
-/// `start <= end <= buf.len()`; `buf[start..end]` holds bytes not parsed yet, always
-/// beginning at an operation's first byte.
 #[derive(Debug)]
 pub struct Reader {
-    /// Read buffer; grows only when an operation does not fit.
-    buf: Vec<u8>,
-    /// Start of the unparsed bytes.
-    start: usize,
-    /// End of the bytes read so far.
-    end: usize,
-    /// Total size of the incomplete operation at `start`, once its line is known, so
-    /// that [`Reader::spare`] makes room for all of it at once.
-    need: usize,
+    /// The bytes read, parsed in place.
+    buf: ReadBuf,
+    /// `MSG <subject> <sid> `: how every message of the expected subscription starts,
+    /// up to its size; and the subject's length and the sid.
+    msg_prefix: Option<(Vec<u8>, usize, u64)>,
 }
 
 impl Default for Reader {
@@ -111,30 +104,26 @@ impl Reader {
     /// An empty reader.
     pub fn new() -> Self {
         Self {
-            buf: vec![0; MIN_READ * 2],
-            start: 0,
-            end: 0,
-            need: 0,
+            buf: ReadBuf::new(READ_BUFFER),
+            msg_prefix: None,
         }
+    }
+
+    /// Messages on `subject` for subscription `sid`, without a reply subject, will come
+    /// (a subscriber's deliveries): find them with a prefix compare (others are still
+    /// read, by the general parser).
+    pub fn expect_msg(&mut self, subject: &[u8], sid: u64) {
+        let mut prefix = b"MSG ".to_vec();
+        prefix.extend_from_slice(subject);
+        prefix.push(b' ');
+        crate::client::scan::push_u64(&mut prefix, sid);
+        prefix.push(b' ');
+        self.msg_prefix = Some((prefix, subject.len(), sid));
     }
 
     /// Free space to read into; call [`Reader::filled`] with the count read.
     pub fn spare(&mut self) -> &mut [u8] {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        let pending = self.end - self.start;
-        let wanted = self.need.max(pending + MIN_READ);
-        if self.buf.len() - self.end < MIN_READ || self.buf.len() - self.start < wanted {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.start = 0;
-            self.end = pending;
-            if self.buf.len() < wanted {
-                self.buf.resize(wanted.next_power_of_two(), 0);
-            }
-        }
-        &mut self.buf[self.end..]
+        self.buf.spare()
     }
 
     /// Marks `n` more bytes of [`Reader::spare`] as read.
@@ -142,22 +131,12 @@ impl Reader {
     /// # Panics
     /// If `n` is more than the spare space.
     pub fn filled(&mut self, n: usize) {
-        assert!(
-            self.end + n <= self.buf.len(),
-            "filled past the spare space"
-        );
-        self.end += n;
+        self.buf.filled(n);
     }
 
     /// Copies `bytes` in as if read from the socket.
-    pub fn push(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            let spare = self.spare();
-            let n = spare.len().min(bytes.len());
-            spare[..n].copy_from_slice(&bytes[..n]);
-            self.filled(n);
-            bytes = &bytes[n..];
-        }
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.push(bytes);
     }
 
     /// The next complete operation, or `None` until more bytes are read.
@@ -175,23 +154,47 @@ impl Reader {
     /// # Errors
     /// As [`Reader::next_op`].
     pub fn next_head(&mut self) -> Result<Option<OpHead>, ProtoError> {
-        match find_op(&self.buf[..self.end], self.start)? {
+        let found = match self.fast_msg() {
+            Some(found) => found,
+            None => find_op(self.buf.bytes(), self.buf.start())?,
+        };
+        match found {
             Found::Op(kind, next) => {
-                self.start = next;
-                self.need = 0;
+                self.buf.consume_to(next);
                 Ok(Some(OpHead(kind)))
             }
             Found::Need(total) => {
-                self.need = total;
+                self.buf.need(total);
                 Ok(None)
             }
             Found::Partial => Ok(None),
         }
     }
 
+    /// The expected message at the start of the unparsed bytes, if that is what is
+    /// there (see [`Reader::expect_msg`]).
+    fn fast_msg(&self) -> Option<Found> {
+        let (prefix, subject_len, sid) = self.msg_prefix.as_ref()?;
+        Some(match self.buf.sized_after(prefix)? {
+            Sized::Whole { payload, next } => {
+                let subject = self.buf.start() + b"MSG ".len();
+                let layout = MsgLayout {
+                    subject: (subject, subject + subject_len),
+                    sid: *sid,
+                    reply: None,
+                    headers: None,
+                    payload,
+                };
+                Found::Op(Kind::Msg(layout), next)
+            }
+            Sized::Need(end) => Found::Need(end - self.buf.start()),
+        })
+    }
+
     /// The operation `head` locates; valid until the next [`Reader::spare`].
     pub fn op(&self, head: &OpHead) -> Op<'_> {
-        let span = |(a, b): (usize, usize)| &self.buf[a..b];
+        let bytes = self.buf.bytes();
+        let span = |(a, b): (usize, usize)| &bytes[a..b];
         match &head.0 {
             Kind::Ping => Op::Ping,
             Kind::Pong => Op::Pong,
@@ -234,7 +237,7 @@ enum Found {
 /// offsets into `buf`.
 fn find_op(buf: &[u8], start: usize) -> Result<Found, ProtoError> {
     let pending = &buf[start..];
-    let Some(eol) = memchr::memmem::find(pending, b"\r\n") else {
+    let Some(eol) = find_crlf(pending) else {
         if pending.len() > MAX_LINE {
             return Err(ProtoError::LineTooLong);
         }
@@ -432,6 +435,36 @@ mod tests {
         assert_eq!(parse_all(STREAM, STREAM.len()), expected());
         assert_eq!(parse_all(STREAM, 1), expected());
         assert_eq!(parse_all(STREAM, 7), expected());
+    }
+
+    #[test]
+    fn the_expected_messages_are_read_alike_by_the_fast_path() {
+        let stream: &[u8] = b"MSG fanout 1 5\r\nhello\r\nPING\r\nMSG fanout 1 0\r\n\r\n\
+            MSG other 1 2\r\nhi\r\nMSG fanout 1 r 2\r\nab\r\nMSG fanout 2 1\r\nz\r\n\
+            MSG fanout 1 3\r\na\r\n\r\n";
+        let parse = |cut: usize, fast: bool| {
+            let mut reader = Reader::new();
+            if fast {
+                reader.expect_msg(b"fanout", 1);
+            }
+            let mut ops = Vec::new();
+            for piece in [&stream[..cut], &stream[cut..]] {
+                reader.push(piece);
+                while let Some(op) = reader.next_op().unwrap() {
+                    ops.push(format!("{op:?}"));
+                }
+            }
+            ops
+        };
+        let general = parse(0, false);
+        assert_eq!(general.len(), 7, "{general:?}");
+        for cut in 0..=stream.len() {
+            assert_eq!(parse(cut, true), general, "cut at {cut}");
+        }
+        let mut reader = Reader::new();
+        reader.expect_msg(b"fanout", 1);
+        reader.push(b"MSG fanout 1 3\r\nabcXY");
+        assert_eq!(reader.next_op(), Err(ProtoError::BadPayloadEnd));
     }
 
     #[test]

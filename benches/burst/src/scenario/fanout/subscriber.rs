@@ -1,5 +1,5 @@
-//! The fan-out subscriber: connect, `hello`, `subscribe`, then read deliveries until
-//! the scenario aborts the task.
+//! The rushhour fan-out subscriber: connect, `hello`, `subscribe`, then read
+//! deliveries until the scenario aborts the task.
 
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
-use super::{Shared, REQUEST_TIMEOUT};
+use super::shared::Shared;
+use super::REQUEST_TIMEOUT;
 use crate::client::tungstenite::TungConn;
 use crate::client::{Conn, ConnError, Target};
 
@@ -30,36 +31,6 @@ pub(super) struct Subscriber {
 }
 
 impl Subscriber {
-    /// Counts the end of set-up, good or bad, and wakes the scenario.
-    fn set_up(&self, outcome: Result<(), ConnError>) {
-        if let Err(e) = outcome {
-            self.shared
-                .setup_failed
-                .set(self.shared.setup_failed.get() + 1);
-            self.shared
-                .note_error(format!("subscriber {}: {e}", self.index));
-        } else {
-            self.shared.ready.set(self.shared.ready.get() + 1);
-        }
-        self.shared.progress.notify_one();
-    }
-
-    /// Counts a connection lost during the run (not during teardown).
-    fn lost(&self, e: &ConnError) {
-        self.shared.ended[self.index].set(true);
-        if !self.shared.stopping.get() {
-            self.shared.lost.set(self.shared.lost.get() + 1);
-            *self
-                .shared
-                .lost_by
-                .borrow_mut()
-                .entry(e.label())
-                .or_default() += 1;
-            self.shared
-                .note_error(format!("subscriber {}: {e}", self.index));
-        }
-    }
-
     /// Runs on the hand-rolled client.
     pub async fn run_raw(self) {
         let setup = async {
@@ -75,11 +46,11 @@ impl Subscriber {
         let mut conn = match setup.await {
             Ok(conn) => conn,
             Err(e) => {
-                self.set_up(Err(e));
+                self.shared.set_up(self.index, Err(e));
                 return;
             }
         };
-        self.set_up(Ok(()));
+        self.shared.set_up(self.index, Ok(()));
         let check = &self.shared.checks[self.index];
         let outcome: Result<(), ConnError> = async {
             loop {
@@ -94,7 +65,7 @@ impl Subscriber {
         .await;
         if let Err(e) = outcome {
             let _ = conn.flush().await;
-            self.lost(&e);
+            self.shared.lost(self.index, &e);
         }
     }
 
@@ -112,11 +83,11 @@ impl Subscriber {
         let mut conn = match setup.await {
             Ok(conn) => conn,
             Err(e) => {
-                self.set_up(Err(e));
+                self.shared.set_up(self.index, Err(e));
                 return;
             }
         };
-        self.set_up(Ok(()));
+        self.shared.set_up(self.index, Ok(()));
         let check = &self.shared.checks[self.index];
         loop {
             match conn.next_data().await {
@@ -125,7 +96,7 @@ impl Subscriber {
                     self.shared
                         .on_message(&mut check.borrow_mut(), &msg.into_data(), at);
                 }
-                Err(e) => break self.lost(&e),
+                Err(e) => break self.shared.lost(self.index, &e),
             }
         }
     }
