@@ -335,7 +335,7 @@ impl Broker {
             "unread_by" => self.handle_read_by(conn, &frame, id, true, ob),
             "unread" => self.handle_unread(conn, id, ob),
             "presence" => self.handle_presence(conn, &frame, id, ob),
-            "signal" if id.is_none() && self.relay_signal(conn, &frame, ob) => Ok(()),
+            "signal" if self.relay_signal(conn, &frame, id, ob) => Ok(()),
             _ => return Some(Inbound::Control(text)),
         };
         if let Err(err) = result {

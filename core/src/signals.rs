@@ -110,6 +110,7 @@ impl Broker {
         &mut self,
         conn: ConnId,
         frame: &ClientFrame<'_>,
+        id: Option<i64>,
         ob: &mut Outbox,
     ) -> bool {
         let (Ok(Some(meeting)), Ok(Some(to)), Some(data)) = (
@@ -140,6 +141,10 @@ impl Broker {
             .finish();
         ob.push_with(&out, signal, Priority::Urgent);
         self.stats.signals_relayed += 1;
+        if let (Some(id), Some(sender)) = (id, self.conns.get(&conn)) {
+            // Meeting traffic, like the replies the session layer sends.
+            ob.push_with(&sender.out, JsonFrame::reply(id, 0).finish(), Priority::Urgent);
+        }
         true
     }
 }
