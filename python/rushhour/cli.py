@@ -10,6 +10,7 @@ import sys
 import trio
 
 from rushhour._core import Engine
+from rushhour.bench import _cli as bench_cli
 from rushhour.config import Config, add_arguments, from_namespace
 from rushhour.server import serve
 from rushhour.server._app import engine_for
@@ -31,7 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run the server")
     add_arguments(serve_parser)
+    bench_cli.add_arguments(commands)
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        try:
+            plan = bench_cli.plan_from(args)
+        except ValueError as e:
+            parser.error(str(e))
+        return bench_cli.run(plan)
     try:
         config = from_namespace(args)
     except ValueError as e:
