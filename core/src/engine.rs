@@ -433,6 +433,11 @@ impl Engine {
         self.writer.wait_flushed(timeout) && logged
     }
 
+    /// Nanoseconds the socket writer has spent writing (see [`Writer::busy_ns`]).
+    pub fn writer_busy_ns(&self) -> u64 {
+        self.writer.busy_ns()
+    }
+
     /// Current counters.
     pub fn stats(&self) -> Stats {
         lock(&self.broker).stats()

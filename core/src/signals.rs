@@ -143,7 +143,11 @@ impl Broker {
         self.stats.signals_relayed += 1;
         if let (Some(id), Some(sender)) = (id, self.conns.get(&conn)) {
             // Meeting traffic, like the replies the session layer sends.
-            ob.push_with(&sender.out, JsonFrame::reply(id, 0).finish(), Priority::Urgent);
+            ob.push_with(
+                &sender.out,
+                JsonFrame::reply(id, 0).finish(),
+                Priority::Urgent,
+            );
         }
         true
     }

@@ -42,6 +42,8 @@ struct Shared {
     registry: Registry,
     /// Every attached queue by token, for writable events and shutdown.
     conns: Mutex<HashMap<usize, Arc<Outbound>>>,
+    /// Nanoseconds spent writing so far: the writer's load, for pacing what can wait.
+    busy_ns: std::sync::atomic::AtomicU64,
 }
 
 /// Handle to the writer thread.
@@ -64,6 +66,7 @@ impl Writer {
             waker: Waker::new(poll.registry(), WAKE)?,
             registry: poll.registry().try_clone()?,
             conns: Mutex::new(HashMap::new()),
+            busy_ns: std::sync::atomic::AtomicU64::new(0),
         });
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -73,6 +76,12 @@ impl Writer {
             shared,
             thread: Some(thread),
         })
+    }
+
+    /// Nanoseconds the writer has spent writing since it started (its load: the share of
+    /// wall time it grows by).
+    pub fn busy_ns(&self) -> u64 {
+        self.shared.busy_ns.load(Ordering::Relaxed)
     }
 
     /// Takes over writing `out`'s socket.
@@ -189,10 +198,13 @@ impl Loop {
                 drop(conns);
                 self.check_deadlines();
             }
+            let started = std::time::Instant::now();
             for out in batch.drain(..) {
                 out.scheduled.store(false, Ordering::Release);
                 self.flush(&out);
             }
+            let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.shared.busy_ns.fetch_add(spent, Ordering::Relaxed);
         }
     }
 

@@ -390,6 +390,12 @@ impl Engine {
         py.detach(|| self.inner.shutdown(code, reason, timeout))
     }
 
+    /// Nanoseconds the socket writer has spent writing since the start: its load over a
+    /// period is the growth of this over the period's length.
+    fn writer_busy_ns(&self) -> u64 {
+        self.inner.writer_busy_ns()
+    }
+
     /// Counters for the metrics endpoint.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.inner.stats();

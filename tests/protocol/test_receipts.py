@@ -21,7 +21,7 @@ from durability._harness import WsClient, token
 from websockets.sync.client import ClientConnection
 
 from conftest import ServerProcess, start_server
-from rushhour.server._app import RECEIPT_SLOTS
+from rushhour.server._receipts import SLOTS as RECEIPT_SLOTS
 from wsutil import all_pages, expected_pages, frames_until, hello, request, tick, ws_connect
 
 #: Coalescing interval of the `pushes` server: long enough that a few frames sent right

@@ -17,12 +17,11 @@ from rushhour.server._connection import Connection
 from rushhour.server._http import HttpConnection
 from rushhour.server._meetings import JoinLimiter, LogMeetingStore, MeetingRegistry
 from rushhour.server._metrics import Metrics
+from rushhour.server._receipts import ReceiptPacer
 from rushhour.server._sessions import SessionRegistry
 
 #: Pending connections the kernel may hold while we are busy (the 9 a.m. burst).
 LISTEN_BACKLOG = 4096
-#: Receipt and presence flushes per interval, each for its share of the rooms.
-RECEIPT_SLOTS = 8
 #: How long shutdown waits for close frames to reach the sockets.
 SHUTDOWN_FLUSH_S = 5.0
 CLOSE_GOING_AWAY = 1001
@@ -73,6 +72,10 @@ class App:
         self.admission = Admission(config.session_rate, config.session_burst, enabled=config.admission == "on")
         self.metrics = Metrics(self.engine, lambda: self.admission.queue_estimate(time.monotonic()))
         self.sessions = SessionRegistry()
+        self.receipt_pacer = ReceiptPacer(config.receipt_interval_ms)
+        self.metrics.watch_pacing(
+            lambda: self.receipt_pacer.current_interval_ms, lambda: self.engine.writer_busy_ns() / 1e9
+        )
         self.draining = False
         #: The connections the core reads, by id, for its events.
         self.connections: dict[int, Connection] = {}
@@ -157,17 +160,13 @@ class App:
                     self.finish(conn)
 
     async def flush_receipts(self) -> None:
-        """Every `receipt_interval_ms`: one coalesced receipts/presence push per small
-        room that changed, and the moved cursors to the log. The rooms are flushed in
-        `RECEIPT_SLOTS` slots spread over the interval, so that a flush never queues a
-        push for every member of every room at once (chat frames would wait behind it)."""
-        slots = RECEIPT_SLOTS if self.config.receipt_interval_ms >= RECEIPT_SLOTS else 1
-        tick = self.config.receipt_interval_ms / 1000 / slots
-        slot = 0
+        """Receipt and presence pushes and the moved cursors to the log, paced by
+        `ReceiptPacer` (spread over the interval, slower while the writer is busy)."""
+        pacer = self.receipt_pacer
         while True:
-            await trio.sleep(tick)
-            self.engine.flush_receipts(slot, slots)
-            slot = (slot + 1) % slots
+            await trio.sleep(pacer.tick_s())
+            self.engine.flush_receipts(pacer.slot, pacer.slots)
+            pacer.flushed(self.engine.writer_busy_ns(), time.monotonic())
 
     async def heartbeat(self) -> None:
         """Pings every connection each heartbeat and closes the silent ones."""

@@ -110,5 +110,20 @@ class Metrics:
             )
         )
 
+    def watch_pacing(self, receipt_interval_ms: Callable[[], float], writer_busy_s: Callable[[], float]) -> None:
+        """Exports the receipt push interval in force and the socket writer's busy time."""
+        interval = Gauge(
+            "rushhour_receipt_interval_ms",
+            "Receipt and presence push interval in force (stretched while the writer is busy)",
+            registry=self.registry,
+        )
+        interval.set_function(receipt_interval_ms)
+        busy = Gauge(
+            "rushhour_writer_busy_seconds",
+            "Seconds the socket writer has spent writing since the start (its load is the rate)",
+            registry=self.registry,
+        )
+        busy.set_function(writer_busy_s)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
