@@ -156,8 +156,9 @@ impl Engine {
 
     /// Takes over a socket after its handshake; `fd` is the core's own duplicate (None:
     /// a connection whose frames only queue up, for measuring the core). With `read`,
-    /// the core also reads it once [`Engine::start_reading`] is called; control frames
-    /// then arrive through [`Engine::take_events`].
+    /// the core also reads it once a [`Engine::feed`] (of the bytes read after the
+    /// handshake, maybe none) has left nothing for the caller; control frames then
+    /// arrive through [`Engine::take_events`].
     ///
     /// # Errors
     /// When the socket cannot be registered.
@@ -194,15 +195,6 @@ impl Engine {
         self.with(|b, now, ob| b.expire_hellos(now, timeout_ms, ob))
     }
 
-    /// (Re)starts reading a connection attached with `read`: after the handshake's
-    /// leftover bytes are fed, and after each control frame is handled.
-    pub fn start_reading(&self, conn: ConnId) {
-        let out = lock(&self.broker).conns.get(&conn).map(|c| c.out.clone());
-        if let Some(out) = out {
-            self.reader.start_reading(&out);
-        }
-    }
-
     /// The eventfd that is readable while events wait in [`Engine::take_events`].
     pub fn events_fd(&self) -> std::os::fd::RawFd {
         self.inbox.fd()
@@ -213,9 +205,20 @@ impl Engine {
         self.inbox.take()
     }
 
-    /// See [`Broker::feed`].
+    /// See [`Broker::feed`]. When everything fed was handled, a connection the core
+    /// reads is read again (no second call after a control frame).
     pub fn feed(&self, conn: ConnId, data: &[u8]) -> Inbound {
-        self.with(|b, now, ob| b.feed(conn, data, now, ob))
+        let (inbound, out) = self.with(|b, now, ob| {
+            let inbound = b.feed(conn, data, now, ob);
+            let out = (inbound == Inbound::Idle)
+                .then(|| b.conns.get(&conn).map(|c| c.out.clone()))
+                .flatten();
+            (inbound, out)
+        });
+        if let Some(out) = out {
+            self.reader.start_reading(&out);
+        }
+        inbound
     }
 
     /// See [`Broker::open_session`].

@@ -215,7 +215,7 @@ impl Engine {
 
     /// Takes ownership of `fd` (a duplicate of a socket whose handshake is done) and
     /// becomes its only writer. Returns the connection id. With `read`, the core also
-    /// reads the socket once `start_reading` is called, and hands control frames over
+    /// reads the socket once a `feed` has returned None, and hands control frames over
     /// through `take_events`; otherwise the caller feeds it. With `fd=None` the
     /// connection has no socket: its frames only queue up (to its bound), which measures
     /// the core alone in benchmarks.
@@ -260,18 +260,13 @@ impl Engine {
         py.detach(|| self.inner.expire_hellos(timeout_ms))
     }
 
-    /// (Re)starts reading a connection attached with `read=True`.
-    fn start_reading(&self, py: Python<'_>, conn: u64) {
-        py.detach(|| self.inner.start_reading(ConnId(conn)));
-    }
-
     /// A file descriptor that is readable while `take_events` has events.
     fn events_fd(&self) -> i32 {
         self.inner.events_fd()
     }
 
     /// Events of the connections the core reads, in order: `(conn, str)` a control
-    /// frame (call `feed(conn, b"")` once handled, then `start_reading`), `(conn, int)`
+    /// frame (call `feed(conn, b"")` once handled: reading goes on when it returns None), `(conn, int)`
     /// closing with that code, `(conn, None)` the stream ended, `(0, (fd, bytes))` an
     /// accepted socket whose request is for the HTTP layer (the caller owns `fd`).
     fn take_events<'py>(&self, py: Python<'py>) -> PyResult<Vec<(u64, Bound<'py, PyAny>)>> {

@@ -4,20 +4,20 @@ Sans-IO: `Admission.admit` takes the time as `now_s` (monotonic seconds) and ret
 None (go ahead) or a `Refusal`; the connection sends it and closes 1013.
 
 - **Server bucket**: `rate` sessions/s, `burst` at most. A fresh login takes one token.
-- **Fairness across tenants**: every tenant seen within `ACTIVE_WINDOW_S` is *active*;
-  with `n` active tenants each has a bucket of `rate / n` per second and `burst / n` at
-  most, charged on each of its fresh logins. That bucket is enforced only while the
+- **Fairness across tenants**: every tenant seen within `ACTIVE_WINDOW_S` is *active*
+  and has a bucket, charged on each of its fresh logins and enforced only while the
   server bucket is *short* (under half full): with room to spare anyone gets in, under
-  pressure a tenant gets at most its fair share. A tenant flooding the server empties
-  its own bucket and is then refused, while the server bucket refills at the full
-  rate, so a small tenant (whose bucket is full) finds tokens within about
-  `n / rate` seconds.
+  pressure a tenant gets at most its share. A tenant's share follows its demand: the
+  distinct users it has waiting after a refusal, plus one (so each waiting *person*
+  has the same chance whatever their company's size, and retrying faster adds no
+  weight), and never less than `1 / (2 n)` of the server with `n` active tenants (a
+  small tenant is never starved by a big one). Its bucket refills at `rate * share`,
+  at most `burst * share`.
 - **Resumes go ahead**: a `hello` resuming a known session of the same tenant and
   user is never refused; it takes a server token when there is one.
 - **Refusals spread the clients out**: refused clients are remembered until their
-  retry time. Served fairly, a tenant with `w` clients waiting has about `n * w`
-  clients ahead of its next one (every active tenant gets a turn per round), and never
-  more than all those waiting: that is `queue_pos`. The wait is the time the server
+  retry time. Served in proportion, a refused client has about everyone waiting ahead
+  of it: that is `queue_pos`. The wait is the time the server
   bucket needs to serve them and this one (`base = (queue_pos + 1 - tokens) / rate`,
   at least the tenant bucket's own wait), plus a uniform jitter of up to
   `base / 2 + JITTER_MS`, capped at `MAX_RETRY_AFTER_MS`.
@@ -43,7 +43,7 @@ ACTIVE_WINDOW_S = 10.0
 #: Tenants remembered at most; the least recently seen go first (a forgotten tenant's
 #: bucket starts full, which only ever lets a quiet tenant in).
 MAX_TENANTS = 10_000
-#: Refused clients remembered for `queue_pos` at most (each costs a heap entry).
+#: Refused users remembered at most (each costs a dict and a heap entry).
 MAX_QUEUE_TRACKED = 100_000
 #: Jitter added to every refusal, on top of half the computed wait.
 JITTER_MS = 100
@@ -111,14 +111,19 @@ class Admission:
         self._started = False
         #: Tenant buckets, least recently seen first.
         self._tenants: OrderedDict[str, tuple[_Bucket, float]] = OrderedDict()
-        #: (retry time, tenant) of refused clients still waiting (a min-heap), and how
-        #: many of them each tenant has.
-        self._waiting: list[tuple[float, str]] = []
+        #: Refused users still waiting, by (tenant, user), with their retry time; the
+        #: (retry time, tenant, user) min-heap that expires them (stale entries skipped);
+        #: and how many distinct users each tenant has waiting.
+        self._waiting_users: dict[tuple[str, str | None], float] = {}
+        self._waiting: list[tuple[float, str, str | None]] = []
         self._waiting_by_tenant: dict[str, int] = {}
         self._now = 0.0
 
-    def admit(self, tenant: str | None, now_s: float, *, resume: bool = False) -> Refusal | None:
-        """Decides one hello: None admits it (taking its tokens), else the refusal."""
+    def admit(
+        self, tenant: str | None, now_s: float, *, resume: bool = False, user: str | None = None
+    ) -> Refusal | None:
+        """Decides one hello of `user` (unverified, for counting demand): None admits
+        it (taking its tokens), else the refusal."""
         if not self.enabled:
             return None
         self._advance(now_s)
@@ -129,32 +134,55 @@ class Admission:
             return None
         key = tenant if tenant is not None else UNKNOWN_TENANT
         bucket = self._tenant(key, now_s)
-        n = len(self._tenants)
-        bucket.refill(now_s, self.rate / n, self.burst / n)
+        share = self._share(key)
+        bucket.refill(now_s, self.rate * share, self.burst * share)
         short = server.tokens < self.burst / 2
         if server.tokens >= 1.0 and (not short or bucket.tokens >= 1.0):
             server.tokens -= 1.0
             bucket.tokens = max(0.0, bucket.tokens - 1.0)
+            self._forget(key, user)
             return None
-        queue_pos = min(len(self._waiting), n * self._waiting_by_tenant.get(key, 0))
+        queue_pos = len(self._waiting_users) - int((key, user) in self._waiting_users)
         base_s = (queue_pos + 1 - server.tokens) / self.rate
         reason = "server"
         if server.tokens >= 1.0:  # refused by its tenant bucket alone
             reason = "tenant"
-            base_s = max(base_s, (1.0 - bucket.tokens) / (self.rate / n))
+            base_s = max(base_s, (1.0 - bucket.tokens) / (self.rate * share))
         base_ms = max(1, math.ceil(base_s * 1000))
         jitter = self._rng.uniform(0, base_ms / 2 + JITTER_MS)
         retry_ms = min(MAX_RETRY_AFTER_MS, base_ms + int(jitter))
-        if len(self._waiting) < MAX_QUEUE_TRACKED:
-            heapq.heappush(self._waiting, (now_s + retry_ms / 1000, key))
-            self._waiting_by_tenant[key] = self._waiting_by_tenant.get(key, 0) + 1
+        self._remember(key, user, now_s + retry_ms / 1000)
         return Refusal(retry_ms, queue_pos, reason)
+
+    def _share(self, tenant: str) -> float:
+        """The tenant's share of the server under pressure (module doc)."""
+        n = len(self._tenants)
+        weight = self._waiting_by_tenant.get(tenant, 0) + 1
+        return max(1 / (2 * n), weight / (len(self._waiting_users) + n))
+
+    def _remember(self, tenant: str, user: str | None, retry_s: float) -> None:
+        """Counts a refused user as waiting until its retry time (a user refused again
+        meanwhile keeps its first one: one heap entry per waiting user)."""
+        who = (tenant, user)
+        if who in self._waiting_users or len(self._waiting_users) >= MAX_QUEUE_TRACKED:
+            return
+        self._waiting_by_tenant[tenant] = self._waiting_by_tenant.get(tenant, 0) + 1
+        self._waiting_users[who] = retry_s
+        heapq.heappush(self._waiting, (retry_s, tenant, user))
+
+    def _forget(self, tenant: str, user: str | None) -> None:
+        if self._waiting_users.pop((tenant, user), None) is not None:
+            left = self._waiting_by_tenant[tenant] - 1
+            if left:
+                self._waiting_by_tenant[tenant] = left
+            else:
+                del self._waiting_by_tenant[tenant]
 
     def queue_estimate(self, now_s: float | None = None) -> int:
         """Refused clients still waiting to retry (as of `now_s`, else the latest admit)."""
         if now_s is not None:
             self._advance(now_s)
-        return len(self._waiting)
+        return len(self._waiting_users)
 
     def _advance(self, now_s: float) -> None:
         if not self._started:
@@ -163,14 +191,10 @@ class Admission:
             self._server.stamp = now_s
         self._now = max(self._now, now_s)
         waiting = self._waiting
-        by_tenant = self._waiting_by_tenant
         while waiting and waiting[0][0] <= self._now:
-            _, key = heapq.heappop(waiting)
-            left = by_tenant[key] - 1
-            if left:
-                by_tenant[key] = left
-            else:
-                del by_tenant[key]
+            retry_s, tenant, user = heapq.heappop(waiting)
+            if self._waiting_users.get((tenant, user)) == retry_s:  # else admitted since
+                self._forget(tenant, user)
         tenants = self._tenants
         while tenants:
             _, (_, seen) = next(iter(tenants.items()))

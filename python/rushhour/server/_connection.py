@@ -90,7 +90,8 @@ class Connection:
             self.app.finish(self.conn)
 
     def _feed(self, data: bytes) -> None:
-        """Feeds bytes (or continues after a control frame), then lets the core read on."""
+        """Feeds bytes (or continues after a control frame); the core reads on by itself
+        once nothing is left for us."""
         engine = self.app.engine
         result = engine.feed(self.conn, data)
         while isinstance(result, str):
@@ -100,8 +101,6 @@ class Connection:
             result = engine.feed(self.conn, b"")
         if isinstance(result, int):
             self._closing()
-        else:
-            engine.start_reading(self.conn)
 
     def _control(self, text: str) -> None:
         """Handles one control frame (the core has checked it is a JSON object with op)."""
@@ -130,7 +129,7 @@ class Connection:
         tenant, user = peek_claims(frame.get("token"))
         owner = app.sessions.owner(frame.get("resume"))
         resume = owner is not None and owner == (tenant, user)
-        refusal = app.admission.admit(tenant, time.monotonic(), resume=resume)
+        refusal = app.admission.admit(tenant, time.monotonic(), resume=resume, user=user)
         if refusal is None:
             app.metrics.admitted_by_kind["resume" if resume else "fresh"].inc()
             return True

@@ -198,7 +198,8 @@ def _join_new(call: Call, m: Meeting) -> dict[str, Any]:
         m.host = p.pid
     reg.attach(m, p, call.conn)
     reg.save_seat(m, p)
-    reg.save_meeting(m)
+    if role == HOST:  # else the meeting's record is unchanged but for what seats recover
+        reg.save_meeting(m)
     reg.announce(m, p, "joined", others=True, lifecycle=True)
     return _join_reply(call, m, p)
 

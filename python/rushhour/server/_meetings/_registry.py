@@ -303,6 +303,8 @@ class MeetingRegistry:
             p = Participant(f["p"], f["u"], f["n"], f["r"], f["o"], muted=f["muted"], state=RECONNECTING)
             p.deadline_ms = now + self.grace_ms
             self.add_participant(owner, p)
+            # A join saves its seat only: the order counter is recovered from the seats.
+            owner.next_order = max(owner.next_order, p.order + 1)
             heapq.heappush(self.deadlines, (p.deadline_ms, mid, p.pid))
         for m in self.meetings.values():
             if not m.participants:
