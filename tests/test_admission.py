@@ -117,7 +117,7 @@ def test_service_follows_demand_across_tenants_on_simulated_clock() -> None:
                 served[t] += 1
             else:
                 due.append((now + refusal.retry_after_ms / 1000, t, user))
-        if 1.0 <= now and step % 50 == 0 and due:
+        if now >= 1.0 and step % 50 == 0 and due:
             indices.append(_jain([served[t] / sizes[t] for t in range(len(sizes))]))
     assert served == sizes, "everyone is served by the end"
     assert indices and min(indices) >= 0.95, indices
