@@ -115,7 +115,9 @@ def test_morning_and_idle_legs_small(generator: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT + RUN_TIMEOUT)
-def test_fanout_leg_small_with_the_naive_peer(generator: Path, tmp_path: Path) -> None:
+def test_fanout_leg_small_with_every_peer(generator: Path, tmp_path: Path) -> None:
+    """Every peer from other loopback sources than the server's address (as the report
+    runs them): the naive one, nats-server and redis-server."""
     code, doc = bench(
         generator,
         tmp_path,
@@ -123,6 +125,10 @@ def test_fanout_leg_small_with_the_naive_peer(generator: Path, tmp_path: Path) -
         "fanout",
         "--peer",
         "naive",
+        "--peer",
+        "nats",
+        "--peer",
+        "redis",
         "--subscribers",
         "50",
         "--fanout-duration",
@@ -131,7 +137,7 @@ def test_fanout_leg_small_with_the_naive_peer(generator: Path, tmp_path: Path) -
         "0.5",
     )
     runs = {run["name"]: run for run in doc["legs"]["fanout"]["runs"]}
-    assert set(runs) == {"rushhour", "naive"}
+    assert set(runs) == {"rushhour", "naive", "nats", "redis"}
     for run in runs.values():
         report = report_of(run)
         assert report["ok"] is True, report.get("errors")
@@ -140,7 +146,7 @@ def test_fanout_leg_small_with_the_naive_peer(generator: Path, tmp_path: Path) -
         assert run["server"]["exit_status"] is not None
     assert code == 0 and doc["ok"]
     text = (tmp_path / "report.md").read_text()
-    assert "| rushhour |" in text and "| naive |" in text
+    assert all(f"| {name} |" in text for name in runs)
 
 
 @pytest.mark.parametrize("peer", ["nats", "redis"])

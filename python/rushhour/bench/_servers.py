@@ -162,7 +162,10 @@ def start_redis(work: Path, binary: Path) -> Server:
     error: RuntimeError | None = None
     for attempt in range(PORT_TRIES):
         port = free_port()
-        command = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        # Bound to 127.0.0.1 only; protected mode off so that clients from the other
+        # loopback sources (127.0.0.2…) are let in.
+        command = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "no"]
+        command += ["--save", "", "--appendonly", "no"]
         server = Server(command, work / f"redis-{attempt}.log")
         try:
             server.wait_for(REDIS_READY)
