@@ -19,6 +19,8 @@ use crate::handshake::{self, Head, Origins};
 
 /// Tokens of listening sockets count down from here; connection tokens are their ids.
 pub const LISTENER_TOKENS: usize = usize::MAX - 1;
+/// Listening sockets at most.
+pub const MAX_LISTENERS: usize = 64;
 /// Tokens of accepted sockets still in their handshake start here.
 pub const PENDING_TOKENS: usize = 1 << 62;
 /// Connections accepted per listener before the other sockets get their turn.
@@ -57,6 +59,22 @@ impl Listener {
     }
 }
 
+/// Whether `token` is a listening socket's (else a connection's or a handshake's).
+pub fn is_listener(token: usize) -> bool {
+    (LISTENER_TOKENS + 1 - MAX_LISTENERS..=LISTENER_TOKENS).contains(&token)
+}
+
+/// What a turn of accepting left.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// The kernel's queue is empty: wait for the next event.
+    Drained,
+    /// More are queued: accept again before sleeping (edge-triggered epoll).
+    More,
+    /// Out of descriptors or memory: try again a little later.
+    Failed,
+}
+
 /// What became of an accepted socket after a read.
 pub enum Handshake {
     /// Still reading its head (or it went away).
@@ -91,12 +109,11 @@ impl Handshakes {
         self.pending.is_empty()
     }
 
-    /// Accepts what `listener` has queued, a turn's worth. Returns false when it should
-    /// be accepted from again before waiting for a new event (edge-triggered epoll).
-    pub fn accept(&mut self, listener: &Listener, registry: &Registry) -> bool {
+    /// Accepts what `listener` has queued, a turn's worth.
+    pub fn accept(&mut self, listener: &Listener, registry: &Registry) -> Accepted {
         for _ in 0..ACCEPTS_PER_TURN {
             if self.pending.len() >= MAX_PENDING {
-                return false;
+                return Accepted::Failed;
             }
             // SAFETY: accept4 on our listening socket; no address is asked for.
             let fd = unsafe {
@@ -110,13 +127,13 @@ impl Handshakes {
             if fd < 0 {
                 let e = io::Error::last_os_error();
                 match e.kind() {
-                    io::ErrorKind::WouldBlock => return true,
+                    io::ErrorKind::WouldBlock => return Accepted::Drained,
                     io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
                     _ => {
                         // Out of descriptors (EMFILE) or memory: the rest wait in the
-                        // kernel's queue; try again on the next turn.
+                        // kernel's queue.
                         eprintln!("rushhour: accept failed: {e}");
-                        return false;
+                        return Accepted::Failed;
                     }
                 }
             }
@@ -145,7 +162,7 @@ impl Handshakes {
                 );
             }
         }
-        false
+        Accepted::More
     }
 
     /// Reads the socket of `token` into its head; `buf` is the reader's scratch buffer.
@@ -247,5 +264,19 @@ fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc:
             (&raw const value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_ranges_do_not_overlap() {
+        assert!(is_listener(LISTENER_TOKENS) && is_listener(LISTENER_TOKENS + 1 - MAX_LISTENERS));
+        assert!(!is_listener(LISTENER_TOKENS - MAX_LISTENERS));
+        assert!(!is_listener(usize::MAX), "the reader's waker");
+        let last_pending = PENDING_TOKENS + (PENDING_TOKENS - 1);
+        assert!(!is_listener(last_pending) && !is_listener(1));
     }
 }

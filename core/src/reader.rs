@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::accept::{Handshake, Handshakes, Listener, LISTENER_TOKENS, PENDING_TOKENS};
+use crate::accept::{
+    is_listener, Accepted, Handshake, Handshakes, Listener, LISTENER_TOKENS, MAX_LISTENERS,
+    PENDING_TOKENS,
+};
 use crate::broker::Inbound;
 use crate::ids::ConnId;
 use crate::inbox::{ConnEvent, Inbox};
@@ -33,6 +36,8 @@ const WAKE: Token = Token(usize::MAX);
 
 /// How often sockets still in their handshake are checked for their deadline.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+/// How long accepting pauses after it failed (out of descriptors): no busy loop.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Called with bytes read from a connection: what the broker made of them.
 pub type ReadFn = Box<dyn Fn(ConnId, &[u8]) -> Inbound + Send + Sync>;
@@ -88,6 +93,7 @@ impl Reader {
                         buf: vec![0; READ_BYTES],
                         handshakes: Handshakes::default(),
                         accept_again: Vec::new(),
+                        accept_later: Vec::new(),
                         expired_at: Instant::now(),
                     }
                     .run()
@@ -105,6 +111,9 @@ impl Reader {
     /// When the socket cannot be made non-blocking or registered.
     pub fn listen(&self, listener: Listener) -> io::Result<()> {
         let mut listeners = lock(&self.shared.listeners);
+        if listeners.len() >= MAX_LISTENERS {
+            return Err(io::Error::other("too many listening sockets"));
+        }
         let token = Token(LISTENER_TOKENS - listeners.len());
         listener.register(&self.shared.registry, token)?;
         listeners.insert(token.0, listener);
@@ -173,6 +182,8 @@ struct Loop {
     handshakes: Handshakes,
     /// Listeners to accept from again before sleeping (a turn did not empty them).
     accept_again: Vec<usize>,
+    /// Listeners whose accepting failed, and when to try them again.
+    accept_later: Vec<(Instant, usize)>,
     /// When handshake deadlines were last checked.
     expired_at: Instant,
     /// Closing connections are still read (the bytes dropped) until the peer's end, so
@@ -192,6 +203,8 @@ impl Loop {
             // to expire handshakes while any are pending).
             let timeout = if !reads.is_empty() || !self.accept_again.is_empty() {
                 Some(Duration::ZERO)
+            } else if !self.accept_later.is_empty() {
+                Some(ACCEPT_RETRY)
             } else {
                 (!self.handshakes.is_empty()).then_some(EXPIRE_EVERY)
             };
@@ -202,17 +215,23 @@ impl Loop {
             }
             tokens.clear();
             tokens.append(&mut self.accept_again);
+            let now = Instant::now();
+            self.accept_later.retain(|&(at, token)| {
+                let due = at <= now;
+                if due {
+                    tokens.push(token);
+                }
+                !due
+            });
             tokens.extend(events.iter().map(|e| e.token().0).filter(|&t| t != WAKE.0));
             let conns = lock(&self.shared.conns);
             reads.extend(tokens.iter().filter_map(|t| conns.get(t).cloned()));
             drop(conns);
             for &token in &tokens {
-                if token >= PENDING_TOKENS {
-                    if token >= LISTENER_TOKENS - 64 {
-                        self.accept(token);
-                    } else {
-                        self.handshake(token);
-                    }
+                if is_listener(token) {
+                    self.accept(token);
+                } else if token >= PENDING_TOKENS {
+                    self.handshake(token);
                 }
             }
             for out in std::mem::take(&mut reads) {
@@ -233,8 +252,12 @@ impl Loop {
         let Some(listener) = listeners.get(&token) else {
             return;
         };
-        if !self.handshakes.accept(listener, &self.shared.registry) {
-            self.accept_again.push(token);
+        match self.handshakes.accept(listener, &self.shared.registry) {
+            Accepted::Drained => {}
+            Accepted::More => self.accept_again.push(token),
+            Accepted::Failed => self
+                .accept_later
+                .push((Instant::now() + ACCEPT_RETRY, token)),
         }
     }
 
