@@ -1,5 +1,5 @@
-//! The growable read buffer the sans-IO readers of [`crate::nats`] and [`crate::redis`]
-//! parse out of: the socket is read straight into it and operations are handed out as
+//! The growable read buffer the sans-IO readers of [`crate::client`] (WebSocket frames),
+//! [`crate::nats`] and [`crate::redis`] parse out of: the socket is read straight into it and operations are handed out as
 //! slices of it, so that a delivery costs no allocation and no copy.
 
 use std::sync::LazyLock;
@@ -9,6 +9,10 @@ use memchr::memmem::Finder;
 /// The smallest free space offered to a `read`: below it the buffer is compacted or
 /// grown first, so that a read never returns a few bytes at a time.
 const MIN_READ: usize = 4096;
+
+/// The smallest first read size [`ReadBuf::with_read_size`] accepts: a welcome or a
+/// few deliveries per read.
+pub const MIN_SMALL_READ: usize = 512;
 
 /// The most a read is offered once reads keep filling what they are given: 64 KiB
 /// takes a backlog of a few hundred small messages per syscall, while idle connections
@@ -50,12 +54,20 @@ pub struct ReadBuf {
 impl ReadBuf {
     /// A buffer of `capacity` bytes to start with.
     pub fn new(capacity: usize) -> Self {
+        Self::with_read_size(capacity, MIN_READ)
+    }
+
+    /// Like [`ReadBuf::new`], but offering reads of `read_size` bytes at first (at
+    /// least [`MIN_SMALL_READ`]) instead of [`MIN_READ`]: for tens of thousands of mostly
+    /// idle connections, whose buffers then grow only if their traffic asks.
+    pub fn with_read_size(capacity: usize, read_size: usize) -> Self {
+        let read_size = read_size.clamp(MIN_SMALL_READ, MAX_READ);
         Self {
-            buf: vec![0; capacity.max(MIN_READ)],
+            buf: vec![0; capacity.max(read_size)],
             start: 0,
             end: 0,
             need: 0,
-            read_size: MIN_READ,
+            read_size,
             offered: 0,
         }
     }
@@ -119,6 +131,11 @@ impl ReadBuf {
     /// Where the unparsed bytes start.
     pub fn start(&self) -> usize {
         self.start
+    }
+
+    /// How many bytes are read but not parsed yet.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
     }
 
     /// The bytes not parsed yet.
@@ -211,6 +228,43 @@ mod tests {
         }
         assert_eq!(rb.read_size, MAX_READ);
         assert!(rb.spare().len() >= MAX_READ);
+    }
+
+    /// Marks every byte read so far as parsed.
+    fn consume_all(rb: &mut ReadBuf) {
+        let end = rb.bytes().len();
+        rb.consume_to(end);
+    }
+
+    #[test]
+    fn reads_that_fill_the_spare_space_grow_it() {
+        let mut rb = ReadBuf::new(0);
+        let mut offered = Vec::new();
+        for _ in 0..6 {
+            let n = rb.spare().len();
+            offered.push(n);
+            rb.filled(n);
+            consume_all(&mut rb);
+        }
+        assert_eq!(offered, [4096, 8192, 16384, 32768, 65536, 65536]);
+        let mut rb = ReadBuf::new(0);
+        for _ in 0..10 {
+            let n = rb.spare().len() / 2;
+            rb.filled(n);
+            consume_all(&mut rb);
+        }
+        assert_eq!(rb.read_size, MIN_READ, "half-full reads do not grow it");
+    }
+
+    #[test]
+    fn small_buffers_start_small_and_grow_when_filled() {
+        let mut rb = ReadBuf::with_read_size(0, 1024);
+        assert_eq!(rb.spare().len(), 1024);
+        let n = rb.spare().len();
+        rb.filled(n);
+        consume_all(&mut rb);
+        assert_eq!(rb.spare().len(), 2048);
+        assert_eq!(ReadBuf::with_read_size(0, 1).spare().len(), MIN_SMALL_READ);
     }
 
     #[test]

@@ -8,6 +8,9 @@
 
 use std::fmt;
 
+use crate::readbuf::ReadBuf;
+pub use crate::readbuf::MIN_SMALL_READ;
+
 /// Frame opcodes (RFC 6455 §5.2).
 pub mod opcode {
     /// A later fragment of a fragmented message.
@@ -23,19 +26,6 @@ pub mod opcode {
     /// Pong.
     pub const PONG: u8 = 0xA;
 }
-
-/// The smallest free space offered to a `read`: below it the buffer is compacted or
-/// grown first, so a read never returns a few bytes at a time.
-const MIN_READ: usize = 4096;
-
-/// The smallest first read size [`FrameReader::with_read_size`] accepts: a welcome or
-/// a few deliveries per read.
-pub const MIN_SMALL_READ: usize = 512;
-
-/// The most a read is offered once reads keep filling what they are given: 64 KiB
-/// takes a backlog of a few hundred small frames per syscall. Idle connections stay
-/// at their first size, which matters with tens of thousands of them.
-const MAX_READ: usize = 64 * 1024;
 
 /// Control frames carry at most 125 bytes (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -80,74 +70,36 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
-/// Parses frames out of one growable buffer that the caller reads the socket into.
-///
-/// ### Invariants
-/// `start <= end <= buf.len()`; `buf[start..end]` holds bytes not yet parsed, always
-/// beginning at a frame boundary.
+/// Parses frames out of one growable buffer ([`ReadBuf`]) that the caller reads the
+/// socket into.
 #[derive(Debug)]
 pub struct FrameReader {
-    /// Read buffer; grows only when a frame does not fit, and never shrinks.
-    buf: Vec<u8>,
-    /// Start of the unparsed bytes.
-    start: usize,
-    /// End of the bytes read so far.
-    end: usize,
-    /// Total size of the incomplete frame at `start`, once its header is known, so
-    /// that [`FrameReader::spare`] makes room for all of it at once.
-    need: usize,
+    buf: ReadBuf,
     /// Largest frame accepted; a guard against a runaway length, not a protocol limit.
     max_frame: usize,
-    /// Free space [`FrameReader::spare`] guarantees; doubles (up to [`MAX_READ`])
-    /// whenever a read fills all it was offered.
-    read_size: usize,
-    /// The length of the last spare slice handed out.
-    offered: usize,
 }
 
 impl FrameReader {
     /// A reader with `capacity` bytes to start with, refusing frames over `max_frame`.
     pub fn new(capacity: usize, max_frame: usize) -> Self {
-        Self::with_read_size(capacity, MIN_READ, max_frame)
+        Self {
+            buf: ReadBuf::new(capacity),
+            max_frame,
+        }
     }
 
     /// Like [`FrameReader::new`], but offering reads of `read_size` bytes at first
-    /// (at least [`MIN_SMALL_READ`]) instead of [`MIN_READ`]: for tens of thousands of
-    /// mostly idle connections, whose buffers then grow only if their traffic asks.
+    /// (see [`ReadBuf::with_read_size`]).
     pub fn with_read_size(capacity: usize, read_size: usize, max_frame: usize) -> Self {
-        let read_size = read_size.clamp(MIN_SMALL_READ, MAX_READ);
         Self {
-            buf: vec![0; capacity.max(read_size)],
-            start: 0,
-            end: 0,
-            need: 0,
+            buf: ReadBuf::with_read_size(capacity, read_size),
             max_frame,
-            read_size,
-            offered: 0,
         }
     }
 
-    /// Free space to read into (at least the current read size and room for the
-    /// pending frame); call [`FrameReader::filled`] with the count read.
+    /// Free space to read into; call [`FrameReader::filled`] with the count read.
     pub fn spare(&mut self) -> &mut [u8] {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        let pending = self.end - self.start;
-        let wanted = self.need.max(pending + self.read_size);
-        if self.buf.len() - self.end < self.read_size || self.buf.len() - self.start < wanted {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.start = 0;
-                self.end = pending;
-            }
-            if self.buf.len() < wanted {
-                self.buf.resize(wanted.next_power_of_two(), 0);
-            }
-        }
-        self.offered = self.buf.len() - self.end;
-        &mut self.buf[self.end..]
+        self.buf.spare()
     }
 
     /// Marks `n` more bytes of [`FrameReader::spare`] as read.
@@ -155,31 +107,18 @@ impl FrameReader {
     /// # Panics
     /// If `n` is more than the spare space.
     pub fn filled(&mut self, n: usize) {
-        assert!(
-            self.end + n <= self.buf.len(),
-            "filled past the spare space"
-        );
-        if n == self.offered && self.read_size < MAX_READ {
-            self.read_size *= 2;
-        }
-        self.end += n;
+        self.buf.filled(n);
     }
 
     /// Bytes read but not parsed yet.
     pub fn buffered(&self) -> usize {
-        self.end - self.start
+        self.buf.buffered()
     }
 
     /// Copies `bytes` in as if read from the socket (the bytes that followed a
     /// handshake response in the same read).
-    pub fn push(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            let spare = self.spare();
-            let n = spare.len().min(bytes.len());
-            spare[..n].copy_from_slice(&bytes[..n]);
-            self.filled(n);
-            bytes = &bytes[n..];
-        }
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.push(bytes);
     }
 
     /// The next complete frame, or `None` until more bytes are read.
@@ -198,26 +137,25 @@ impl FrameReader {
     /// # Errors
     /// As [`FrameReader::next_frame`].
     pub fn next_head(&mut self) -> Result<Option<FrameHead>, FrameError> {
-        let Some((fin, op, header, len)) = parse_header(&self.buf[self.start..self.end])? else {
+        let Some((fin, op, header, len)) = parse_header(self.buf.pending())? else {
             return Ok(None);
         };
         if len > self.max_frame as u64 {
             return Err(FrameError::TooLarge(len));
         }
         let total = header + len as usize;
-        if self.end - self.start < total {
-            self.need = total;
+        if self.buf.buffered() < total {
+            self.buf.need(total);
             return Ok(None);
         }
-        self.need = 0;
-        let head = FrameHead {
+        let start = self.buf.start();
+        self.buf.consume_to(start + total);
+        Ok(Some(FrameHead {
             fin,
             opcode: op,
-            start: self.start + header,
-            end: self.start + total,
-        };
-        self.start += total;
-        Ok(Some(head))
+            start: start + header,
+            end: start + total,
+        }))
     }
 
     /// The frame `head` locates; valid until the next [`FrameReader::spare`], which
@@ -226,7 +164,7 @@ impl FrameReader {
         Frame {
             fin: head.fin,
             opcode: head.opcode,
-            payload: &self.buf[head.start..head.end],
+            payload: &self.buf.bytes()[head.start..head.end],
         }
     }
 }
@@ -428,37 +366,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_that_fill_the_spare_space_grow_it() {
-        let mut r = FrameReader::new(0, 1 << 20);
-        let mut offered = Vec::new();
-        for _ in 0..6 {
-            let n = r.spare().len();
-            offered.push(n);
-            r.filled(n);
-            r.start = r.end; // as if every byte were parsed
-        }
-        assert_eq!(offered, [4096, 8192, 16384, 32768, 65536, 65536]);
-        let mut r = FrameReader::new(0, 1 << 20);
-        for _ in 0..10 {
-            let n = r.spare().len() / 2;
-            r.filled(n);
-            r.start = r.end;
-        }
-        assert_eq!(r.read_size, MIN_READ, "half-full reads do not grow it");
-    }
-
-    #[test]
-    fn small_readers_start_small_and_grow_when_filled() {
-        let mut r = FrameReader::with_read_size(0, 1024, 1 << 20);
-        assert_eq!(r.spare().len(), 1024);
-        let n = r.spare().len();
-        r.filled(n);
-        r.start = r.end;
-        assert_eq!(r.spare().len(), 2048);
-        assert_eq!(
-            FrameReader::with_read_size(0, 1, 1 << 20).spare().len(),
-            MIN_SMALL_READ
-        );
+    fn small_readers_still_take_a_frame_larger_than_their_buffer() {
         // A frame larger than the buffer still fits once its header is known.
         let payload = vec![b'w'; 3000];
         let wire = server_frame(true, opcode::TEXT, &payload);
