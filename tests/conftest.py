@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import jwt
 import pytest
+
+from rushhour.bench._servers import rushhour_command
 
 SECRET = "test-secret-" + "0123456789abcdef" * 4  # 64+ bytes: long enough for HS512 too
 API_KEY = "test-api-key"
@@ -64,24 +65,7 @@ class ServerProcess:
 def serve_command(data_dir: Path, *extra: str, dev: bool = True) -> list[str]:
     """The `rushhour serve` command line of the tests: loopback, any free port, the test
     secret and api key."""
-    return [
-        sys.executable,
-        "-m",
-        "rushhour",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--data-dir",
-        str(data_dir),
-        "--secret",
-        SECRET,
-        "--api-key",
-        API_KEY,
-        *(["--dev"] if dev else []),
-        *extra,
-    ]
+    return rushhour_command(SECRET, data_dir, ["--api-key", API_KEY, *(["--dev"] if dev else []), *extra])
 
 
 def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None, dev: bool = True) -> ServerProcess:
