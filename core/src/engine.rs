@@ -349,15 +349,6 @@ impl Engine {
         self.with(|b, _, ob| b.flush_receipts_slot(slot, slots, ob));
     }
 
-    /// The `unread` object of a connection's user (JSON text); see [`Broker::unread_json`].
-    ///
-    /// # Errors
-    /// `unauthorized` before the session is open.
-    pub fn unread(&self, conn: ConnId) -> Result<String> {
-        let json = lock(&self.broker).unread_json(conn)?;
-        Ok(String::from_utf8(json).unwrap_or_default())
-    }
-
     /// Queues the `welcome` of a session just opened: `head` is its JSON object, to which
     /// the user's `unread` object is added as the last key. One crossing and one lock for
     /// what a login needs after its session is open. False if the connection is gone.

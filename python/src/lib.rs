@@ -149,14 +149,6 @@ impl Engine {
         py.detach(|| self.inner.flush_receipts(slot, slots));
     }
 
-    /// The `unread` object of the connection's user, as JSON text: room → last_seq,
-    /// read_seq, unread.
-    fn unread(&self, py: Python<'_>, conn: u64) -> PyResult<String> {
-        Ok(py
-            .detach(|| self.inner.unread(ConnId(conn)))
-            .map_err(CoreError)?)
-    }
-
     /// Queues the `welcome` of a session just opened: `head` is its JSON object text;
     /// the user's `unread` object is added as its last key. False if the connection is
     /// gone.
