@@ -195,10 +195,11 @@ struct Loop {
 impl Loop {
     fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        let mut reads: Vec<Arc<Outbound>> = Vec::new();
+        // Sockets to read, and whether to read until `EAGAIN` (see `read`).
+        let mut reads: Vec<(Arc<Outbound>, bool)> = Vec::new();
         let mut tokens: Vec<usize> = Vec::new();
         while !self.shared.stop.load(Ordering::SeqCst) {
-            reads.append(&mut lock(&self.shared.to_read));
+            reads.extend(lock(&self.shared.to_read).drain(..).map(|out| (out, true)));
             // With work left over, only look for new events; else sleep in epoll (waking
             // to expire handshakes while any are pending).
             let timeout = if !reads.is_empty() || !self.accept_again.is_empty() {
@@ -225,7 +226,10 @@ impl Loop {
             });
             tokens.extend(events.iter().map(|e| e.token().0).filter(|&t| t != WAKE.0));
             let conns = lock(&self.shared.conns);
-            reads.extend(tokens.iter().filter_map(|t| conns.get(t).cloned()));
+            reads.extend(events.iter().filter_map(|e| {
+                let out = conns.get(&e.token().0)?.clone();
+                Some((out, e.is_read_closed() || e.is_error()))
+            }));
             drop(conns);
             for &token in &tokens {
                 if is_listener(token) {
@@ -234,8 +238,8 @@ impl Loop {
                     self.handshake(token);
                 }
             }
-            for out in std::mem::take(&mut reads) {
-                self.read(&out);
+            for (out, until_eagain) in std::mem::take(&mut reads) {
+                self.read(&out, until_eagain);
             }
             if self.expired_at.elapsed() >= EXPIRE_EVERY {
                 self.expired_at = Instant::now();
@@ -290,7 +294,7 @@ impl Loop {
                 }
                 lock(&self.shared.conns).insert(token.0, out.clone());
                 if self.handle(&out, inbound) {
-                    self.read(&out);
+                    self.read(&out, true);
                 }
             }
         }
@@ -298,7 +302,13 @@ impl Loop {
 
     /// Reads what `out`'s socket has into the broker: a few reads at most, then the
     /// other sockets' turn.
-    fn read(&mut self, out: &Arc<Outbound>) {
+    ///
+    /// A read that does not fill the buffer has emptied the socket: the next bytes (or
+    /// the peer's end) come as a new epoll edge, so the `EAGAIN` read that would confirm
+    /// it is skipped — one syscall less per frame at low rates per socket. Unless
+    /// `until_eagain`: a socket resumed after a pause, or whose event already told of
+    /// the peer's end (which brings no new edge), is read until `EAGAIN`.
+    fn read(&mut self, out: &Arc<Outbound>, until_eagain: bool) {
         let Some(fd) = out.raw_fd() else { return };
         let conn = out.conn;
         for _ in 0..READS_PER_TURN {
@@ -318,11 +328,14 @@ impl Loop {
                     _ => return self.ended(out),
                 }
             }
-            if self.draining.contains(&conn) {
-                continue;
+            let emptied = (n as usize) < self.buf.len() && !until_eagain;
+            if !self.draining.contains(&conn) {
+                let inbound = (self.on_read)(conn, &self.buf[..n as usize]);
+                if !self.handle(out, inbound) {
+                    return;
+                }
             }
-            let inbound = (self.on_read)(conn, &self.buf[..n as usize]);
-            if !self.handle(out, inbound) {
+            if emptied {
                 return;
             }
         }
