@@ -5,10 +5,11 @@ Plain data; the rules live in `_ops.py` and `_registry.py`.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 INTERACTIVE = "interactive"
 BROADCAST = "broadcast"
@@ -57,10 +58,9 @@ class Participant:
         }
 
     def snapshot(self) -> str:
-        return json.dumps(
-            {"p": self.pid, "u": self.user, "n": self.name, "r": self.role, "o": self.order, "muted": self.muted},
-            separators=(",", ":"),
-        )
+        return orjson.dumps(
+            {"p": self.pid, "u": self.user, "n": self.name, "r": self.role, "o": self.order, "muted": self.muted}
+        ).decode()
 
 
 @dataclass
@@ -109,7 +109,7 @@ class Meeting:
         return host.user if host is not None else self.creator
 
     def snapshot(self) -> str:
-        return json.dumps(
+        return orjson.dumps(
             {
                 "m": self.mid,
                 "t": self.tenant,
@@ -124,6 +124,5 @@ class Meeting:
                 "next": self.next_order,
                 "removed_p": sorted(self.removed_pids),
                 "removed_u": sorted(self.removed_users),
-            },
-            separators=(",", ":"),
-        )
+            }
+        ).decode()
