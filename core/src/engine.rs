@@ -32,7 +32,7 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Engine {
     broker: Arc<Mutex<Broker>>,
     writer: Arc<Writer>,
-    reader: Reader,
+    pub(crate) reader: Reader,
     inbox: Arc<Inbox>,
     clock: Clock,
     close_timeout_ms: u64,
@@ -140,7 +140,7 @@ impl Engine {
     }
 
     /// Runs `f` on the broker under its lock, then wakes the writer for what it queued.
-    fn with<R>(&self, f: impl FnOnce(&mut Broker, Now, &mut Outbox) -> R) -> R {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Broker, Now, &mut Outbox) -> R) -> R {
         let now = self.clock.now();
         let mut ob = Outbox::new(now.mono_ms, self.close_timeout_ms);
         let result = {

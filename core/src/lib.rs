@@ -24,6 +24,7 @@
 //! - [`engine`]: broker + writer + clock behind one handle, for the binding.
 
 pub mod accept;
+pub mod batch;
 pub mod broker;
 pub mod chat;
 pub mod clock;

@@ -25,6 +25,67 @@ struct Engine {
     recovery: Vec<String>,
 }
 
+/// Work for the core queued during one turn of the session layer (no lock taken), then
+/// applied at once by `Engine.apply`.
+#[pyclass(module = "rushhour._core")]
+#[derive(Default)]
+struct Batch {
+    inner: rushhour_core::batch::Batch,
+}
+
+#[pymethods]
+impl Batch {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many actions wait.
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Queues a JSON text frame for a connection (dropped if it is gone or closing by
+    /// then). With `urgent` it goes ahead of the chat frames queued there.
+    #[pyo3(signature = (conn, json, urgent=false))]
+    fn send_text(&mut self, conn: u64, json: &str, urgent: bool) {
+        self.inner.send_text(ConnId(conn), json, priority(urgent));
+    }
+
+    /// Queues one JSON text frame (encoded once) for many connections.
+    #[pyo3(signature = (conns, json, urgent=false))]
+    fn send_text_many(&mut self, conns: Vec<u64>, json: &str, urgent: bool) {
+        let conns = conns.into_iter().map(ConnId).collect();
+        self.inner.send_text_many(conns, json, priority(urgent));
+    }
+
+    /// As `Engine.route_seat`.
+    #[pyo3(signature = (meeting, participant, conn, viewer=false))]
+    fn route_seat(&mut self, meeting: &str, participant: &str, conn: Option<u64>, viewer: bool) {
+        self.inner
+            .route_seat(meeting, participant, conn.map(ConnId), viewer);
+    }
+
+    /// As `Engine.unroute_seat`.
+    fn unroute_seat(&mut self, meeting: &str, participant: &str) {
+        self.inner.unroute_seat(meeting, participant);
+    }
+
+    /// As `Engine.put_state`.
+    #[pyo3(signature = (space, key, value))]
+    fn put_state(&mut self, space: &str, key: &str, value: Option<&str>) {
+        self.inner.put_state(space, key, value);
+    }
+
+    /// Reading of a connection goes on after its control frame (`Engine.feed(conn, b"")`).
+    fn resume(&mut self, conn: u64) {
+        self.inner.resume(ConnId(conn));
+    }
+}
+
+/// `(conn, event)` pairs handed to the session layer.
+type Events<'py> = Vec<(u64, Bound<'py, PyAny>)>;
+
 fn priority(urgent: bool) -> Priority {
     if urgent {
         Priority::Urgent
@@ -261,7 +322,7 @@ impl Engine {
     /// frame (call `feed(conn, b"")` once handled: reading goes on when it returns None), `(conn, int)`
     /// closing with that code, `(conn, None)` the stream ended, `(0, (fd, bytes))` an
     /// accepted socket whose request is for the HTTP layer (the caller owns `fd`).
-    fn take_events<'py>(&self, py: Python<'py>) -> PyResult<Vec<(u64, Bound<'py, PyAny>)>> {
+    fn take_events<'py>(&self, py: Python<'py>) -> PyResult<Events<'py>> {
         self.inner
             .take_events()
             .into_iter()
@@ -279,16 +340,31 @@ impl Engine {
             .collect()
     }
 
+    /// Applies what `batch` queued, in order, under one lock, and empties it. Returns the
+    /// events of resumed connections that still have something for the session layer
+    /// (`(conn, str)` a control frame, `(conn, int)` closing, as in `take_events`), and
+    /// the first state record the log refused (None: all were taken).
+    fn apply<'py>(
+        &self,
+        py: Python<'py>,
+        batch: &Bound<'py, Batch>,
+    ) -> PyResult<(Events<'py>, Option<String>)> {
+        let mut taken = std::mem::take(&mut batch.borrow_mut().inner);
+        let applied = py.detach(|| self.inner.apply(&mut taken));
+        let events = applied
+            .events
+            .into_iter()
+            .map(|(conn, inbound)| Ok((conn.0, inbound_object(py, inbound)?)))
+            .collect::<PyResult<_>>()?;
+        Ok((events, applied.state_error.map(|e| e.to_string())))
+    }
+
     /// Processes bytes read from the socket. Returns None (read more), a str (a control
     /// frame's JSON for the session layer; call again with b"" after handling it), or an
     /// int (the connection is closing with that code).
     fn feed<'py>(&self, py: Python<'py>, conn: u64, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
         let inbound = py.detach(|| self.inner.feed(ConnId(conn), data));
-        Ok(match inbound {
-            Inbound::Idle => py.None().into_bound(py),
-            Inbound::Control(text) => text.into_pyobject(py)?.into_any(),
-            Inbound::Closing(code) => code.into_pyobject(py)?.into_any(),
-        })
+        inbound_object(py, inbound)
     }
 
     /// Opens the session of a connection after its token was verified.
@@ -404,6 +480,15 @@ impl Engine {
     }
 }
 
+/// None (read more), a control frame's text, or a closing code.
+fn inbound_object(py: Python<'_>, inbound: Inbound) -> PyResult<Bound<'_, PyAny>> {
+    Ok(match inbound {
+        Inbound::Idle => py.None().into_bound(py),
+        Inbound::Control(text) => text.into_pyobject(py)?.into_any(),
+        Inbound::Closing(code) => code.into_pyobject(py)?.into_any(),
+    })
+}
+
 /// Checks a session token's HS256 signature (the header's `alg` must be HS256) and
 /// returns its payload, the claims' JSON, unchecked. Raises ValueError with the reason.
 #[pyfunction]
@@ -423,6 +508,7 @@ fn is_valid_id(s: &str) -> bool {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", rushhour_core::version())?;
     m.add_class::<Engine>()?;
+    m.add_class::<Batch>()?;
     m.add_function(wrap_pyfunction!(is_valid_id, m)?)?;
     m.add_function(wrap_pyfunction!(verify_hs256, m)?)?;
     errors::register(m)?;

@@ -19,6 +19,7 @@ from rushhour.server._meetings import JoinLimiter, LogMeetingStore, MeetingRegis
 from rushhour.server._metrics import Metrics
 from rushhour.server._receipts import ReceiptPacer
 from rushhour.server._sessions import SessionRegistry
+from rushhour.server._turn import Turn
 
 #: Pending connections the kernel may hold while we are busy (the 9 a.m. burst).
 LISTEN_BACKLOG = 4096
@@ -62,6 +63,13 @@ class ServerInfo:
         return f"ws://{host}:{self.port}/ws"
 
 
+#: An event from the core: `(conn, control frame | closing code | None for the end)`, or
+#: `(0, (fd, head))` for the HTTP layer.
+Event = tuple[int, str | int | tuple[int, bytes] | None]
+#: Events handled per turn before what they queued goes to the core.
+TURN_EVENTS = 64
+
+
 class App:
     """State shared by every connection of one server."""
 
@@ -90,8 +98,10 @@ class App:
             config.meeting_join_rate,
             config.meeting_join_burst,
         )
+        #: What handling a batch of events (or a timer) queues for the core.
+        self.turn = Turn(self.engine)
         self.meetings = MeetingRegistry(
-            self.engine, config.signing_secret, config.seat_grace_ms, store=LogMeetingStore(self.engine), limiter=joins
+            self.turn, config.signing_secret, config.seat_grace_ms, store=LogMeetingStore(self.turn), limiter=joins
         )
         self.metrics.watch_meeting_joins(joins.refused)
         self.meetings.restore()
@@ -113,20 +123,27 @@ class App:
         """Hands the core's events to their connections, in order per connection, and
         the sockets whose request is for the HTTP layer to it. Under pressure the open
         sessions (meeting signalling) go before new logins: in each batch, the events of
-        connections with a session are handled first."""
-        engine = self.engine
+        connections with a session are handled first. What handling them queues goes to
+        the core every `TURN_EVENTS` events (see `Turn`): one crossing for many, and no
+        answer waits for a whole burst."""
+        engine, turn = self.engine, self.turn
         fd = engine.events_fd()
         while True:
             await trio.lowlevel.wait_readable(fd)
-            later: list[tuple[int, str | int | tuple[int, bytes] | None]] = []
-            for conn, event in engine.take_events():
-                connection = self.connections.get(conn)
-                if connection is not None and connection.claims is not None and not isinstance(event, tuple):
-                    connection.on_event(event)
-                else:
-                    later.append((conn, event))
-            for conn, event in later:
-                self._dispatch(conn, event)
+            events: list[Event] = list(engine.take_events())
+            while events:
+                events.sort(key=self._is_new)  # stable: in order within each group
+                for start in range(0, len(events), TURN_EVENTS):
+                    for conn, event in events[start : start + TURN_EVENTS]:
+                        self._dispatch(conn, event)
+                    turn.flush()
+                events, turn.resumed = list(turn.resumed), []
+
+    def _is_new(self, item: Event) -> bool:
+        """Whether an event is for the HTTP layer or a connection without a session."""
+        conn, event = item
+        connection = self.connections.get(conn)
+        return isinstance(event, tuple) or connection is None or connection.claims is None
 
     def _dispatch(self, conn: int, event: str | int | tuple[int, bytes] | None) -> None:
         if isinstance(event, tuple):
@@ -158,6 +175,7 @@ class App:
                 _, conn = self._lingering.popleft()
                 if conn in self.connections:  # else its peer ended already
                     self.finish(conn)
+            self.turn.flush()
 
     async def flush_receipts(self) -> None:
         """Receipt and presence pushes and the moved cursors to the log, paced by

@@ -60,6 +60,7 @@ class Connection:
         connection = cls(app, conn)
         app.connections[conn] = connection
         connection._feed(first_bytes)
+        app.turn.flush()
 
     def send(self, frame: str) -> None:
         self.app.engine.send_text(self.conn, frame)
@@ -83,22 +84,23 @@ class Connection:
         if isinstance(event, str):
             self._control(event)
             if not self.closing:
-                self._feed(b"")
+                self.app.turn.out.resume(self.conn)
         elif isinstance(event, int):
             self._closing()
         else:
             self.app.finish(self.conn)
 
     def _feed(self, data: bytes) -> None:
-        """Feeds bytes (or continues after a control frame); the core reads on by itself
-        once nothing is left for us."""
-        engine = self.app.engine
-        result = engine.feed(self.conn, data)
+        """Feeds the bytes read after an upgrade done by the HTTP layer; the core reads
+        on by itself once nothing is left for us."""
+        app = self.app
+        result = app.engine.feed(self.conn, data)
         while isinstance(result, str):
             self._control(result)
             if self.closing:
                 return
-            result = engine.feed(self.conn, b"")
+            app.turn.flush()  # its answer before anything the next frames bring
+            result = app.engine.feed(self.conn, b"")
         if isinstance(result, int):
             self._closing()
 

@@ -231,7 +231,9 @@ def signal(call: Call) -> dict[str, Any]:
         raise OpError("too_large", f"data is over {MAX_SIGNAL_BYTES} bytes")
     frame = events.signal(m.mid, own.pid, data)
     if target.conn is not None:
-        if reg.send(target.conn, frame):
+        # Through here only when the core could not relay it (a seat routed this turn):
+        # sent now, so that a closing receiver's signal is held rather than lost.
+        if reg.turn.send_now(target.conn, frame):
             return {}
         reg.connection_lost(target.conn)  # closing: hold it for the rejoin
     size = len(frame)

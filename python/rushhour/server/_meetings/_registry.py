@@ -11,7 +11,6 @@ import heapq
 import json
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
 
 import trio
 
@@ -26,6 +25,7 @@ from rushhour.server._meetings._model import (
     Participant,
 )
 from rushhour.server._meetings._store import MeetingStore, MemoryMeetingStore
+from rushhour.server._turn import Turn
 
 #: Resolution of seat and meeting expiry (and of count pushes' timing).
 TICK_S = 0.05
@@ -35,16 +35,6 @@ COUNT_INTERVAL_MS = 500
 UNJOINED_TTL_MS = 24 * 3600 * 1000
 #: Meetings a server keeps at most; past it `meeting.create` is `overloaded`.
 MAX_MEETINGS = 100_000
-
-
-class Sender(Protocol):
-    """The part of the core the meetings layer uses: its outbound queues, and the seat
-    routes by which it relays signals between connected seats itself."""
-
-    def send_text(self, conn: int, json: str, urgent: bool = False) -> bool: ...
-    def send_text_many(self, conns: list[int], json: str, urgent: bool = False) -> None: ...
-    def route_seat(self, meeting: str, participant: str, conn: int | None, viewer: bool = False) -> None: ...
-    def unroute_seat(self, meeting: str, participant: str) -> None: ...
 
 
 class OpError(Exception):
@@ -60,7 +50,7 @@ class MeetingRegistry:
 
     def __init__(
         self,
-        engine: Sender,
+        turn: Turn,
         secret: str,
         seat_grace_ms: int,
         store: MeetingStore | None = None,
@@ -68,7 +58,10 @@ class MeetingRegistry:
         *,
         limiter: JoinLimiter,
     ) -> None:
-        self.engine = engine
+        #: Frames, seat routes and records go to the core with the turn (see `Turn`);
+        #: the core relays signals between the seats routed there by itself.
+        self.turn = turn
+        self.out = turn.out
         self.secret = secret
         self.grace_ms = seat_grace_ms
         self.store: MeetingStore = store if store is not None else MemoryMeetingStore()
@@ -97,13 +90,11 @@ class MeetingRegistry:
 
     # Meeting traffic is urgent: it goes ahead of chat queued for the same connection.
 
-    def send(self, conn: int, frame: str) -> bool:
-        return self.engine.send_text(conn, frame, urgent=True)
+    def send(self, conn: int, frame: str) -> None:
+        self.out.send_text(conn, frame, urgent=True)
 
     def emit(self, conns: Iterable[int], frame: str) -> None:
-        targets = list(conns)
-        if targets:
-            self.engine.send_text_many(targets, frame, urgent=True)
+        self.out.send_text_many(list(conns), frame, urgent=True)
 
     def audience(self, m: Meeting, subject: Participant, *, others: bool, lifecycle: bool) -> list[int]:
         """Who hears an event about `subject`: everyone (broadcast: viewers hear only of
@@ -153,7 +144,7 @@ class MeetingRegistry:
                 if not held:
                     del self.seats_of_conn[p.conn]
             p.conn = None
-            self.engine.route_seat(m.mid, p.pid, None, p.role == VIEWER)
+            self.out.route_seat(m.mid, p.pid, None, p.role == VIEWER)
 
     def route_seats(self) -> None:
         """Hands the seats attached during the op just handled to the core's signal
@@ -163,7 +154,7 @@ class MeetingRegistry:
             m = self.meetings.get(mid)
             p = m.participants.get(pid) if m is not None else None
             if p is not None:
-                self.engine.route_seat(mid, pid, p.conn, p.role == VIEWER)
+                self.out.route_seat(mid, pid, p.conn, p.role == VIEWER)
         self._unrouted.clear()
 
     def add_participant(self, m: Meeting, p: Participant) -> None:
@@ -194,7 +185,7 @@ class MeetingRegistry:
             if m is None or p is None or p.conn != conn:
                 continue
             p.conn, p.state, p.deadline_ms = None, RECONNECTING, deadline
-            self.engine.route_seat(mid, pid, None, p.role == VIEWER)
+            self.out.route_seat(mid, pid, None, p.role == VIEWER)
             heapq.heappush(self.deadlines, (deadline, mid, pid))
             self.announce(m, p, "reconnecting", others=True, lifecycle=True)
 
@@ -205,7 +196,7 @@ class MeetingRegistry:
             self.announce(m, p, name, others=False, lifecycle=False)
         self.release(m, p)
         del m.participants[p.pid]
-        self.engine.unroute_seat(m.mid, p.pid)
+        self.out.unroute_seat(m.mid, p.pid)
         if p.role == VIEWER:
             m.viewers -= 1
             self.count_dirty.add(m.mid)
@@ -235,7 +226,7 @@ class MeetingRegistry:
         self.emit(m.live_conns(), events.event(m.mid, "ended", m.epoch))
         for p in list(m.participants.values()):
             self.release(m, p)
-            self.engine.unroute_seat(m.mid, p.pid)
+            self.out.unroute_seat(m.mid, p.pid)
             self.store.delete(f"{m.mid}/{p.pid}")
         self.meetings.pop(m.mid, None)
         if m.key is not None and self.by_key.get((m.tenant, m.key)) == m.mid:
@@ -274,6 +265,7 @@ class MeetingRegistry:
         while True:
             await trio.sleep(TICK_S)
             self.tick()
+            self.turn.flush()
 
     # -- restart --------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from rushhour._core import Engine
+from rushhour.server._turn import Turn
 
 #: The key space of meeting and seat records in the durable log.
 SPACE = "meetings"
@@ -45,19 +45,20 @@ class MemoryMeetingStore:
 
 
 class LogMeetingStore:
-    """A `MeetingStore` in the server's durable log: each `save` / `delete` is a record
-    that the next group commit makes durable (within milliseconds, without blocking the
-    caller), and a clean shutdown waits for. Survives restarts; read back at start.
+    """A `MeetingStore` in the server's durable log: each `save` / `delete` is a record,
+    queued with the turn's other work for the core, that the next group commit makes
+    durable (within milliseconds, without blocking the caller), and a clean shutdown
+    waits for. Survives restarts; read back at start.
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, turn: Turn) -> None:
+        self._turn = turn
 
     def save(self, key: str, snapshot: str) -> None:
-        self._engine.put_state(SPACE, key, snapshot)
+        self._turn.out.put_state(SPACE, key, snapshot)
 
     def delete(self, key: str) -> None:
-        self._engine.put_state(SPACE, key, None)
+        self._turn.out.put_state(SPACE, key, None)
 
     def load_all(self) -> dict[str, str]:
-        return dict(self._engine.states(SPACE))
+        return dict(self._turn.engine.states(SPACE))
