@@ -1,21 +1,32 @@
 //! What the session layer queues for the core during one turn (a batch of control
-//! frames, a timer tick), applied in order under one lock.
+//! frames, a timer tick), applied in order by the reader thread.
 //!
 //! A meeting join touches the core five times (its reply, the event to the others, the
-//! seat's record, its signal route, reading on); each crossing takes the broker's lock,
-//! which the reader holds while it relays signals and stores messages, and wakes the
-//! writer. Gathered into a [`Batch`] and applied once per turn, a burst of joins costs
-//! one lock and one wake-up per turn instead of five per join. Frames are encoded as they
-//! are queued, outside the lock.
+//! seat's record, its signal route, reading on). Each crossing used to take the broker's
+//! lock, which the reader holds most of the time under the 9 a.m. burst (every read of
+//! every socket takes it): the session layer spent half its time waiting for it. Now it
+//! queues its work in a [`Batch`] without any lock, submits it at the end of the turn
+//! (one short mutex and a wake-up), and goes on; the reader applies submitted batches
+//! between its reads, under the lock it takes anyway. Frames are encoded as they are
+//! queued, outside the lock.
+//!
+//! Order holds: batches apply in the order submitted, actions in the order queued, and a
+//! connection is not read again until its `resume` is applied, so its next control frame
+//! comes after its reply. The answers of resumed connections (a control frame they had
+//! buffered, their close) reach the session layer through the inbox like any other.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::broker::Inbound;
-use crate::engine::Engine;
-use crate::error::Error;
+use crate::broker::{Broker, Inbound, Now};
+use crate::fanout::Outbox;
 use crate::frames;
 use crate::ids::ConnId;
-use crate::outbound::Priority;
+use crate::inbox::ConnEvent;
+use crate::outbound::{Outbound, Priority};
+use crate::sync::lock;
 
 /// One thing to do, in the order queued.
 #[derive(Debug)]
@@ -37,24 +48,19 @@ enum Action {
         key: String,
         value: Option<String>,
     },
-    /// Reading goes on after a control frame (what [`Engine::feed`] does with no bytes).
+    /// Reading goes on after a control frame (what [`Broker::feed`] does with no bytes).
     Resume(ConnId),
+    /// See [`crate::Engine::flush_receipts`].
+    FlushReceipts {
+        slot: u32,
+        slots: u32,
+    },
 }
 
-/// Work for the core, queued without taking any lock; see [`Engine::apply`].
+/// Work for the core, queued without taking any lock; see [`crate::Engine::submit`].
 #[derive(Debug, Default)]
 pub struct Batch {
     actions: Vec<Action>,
-}
-
-/// What applying a batch left for the session layer.
-#[derive(Debug, Default)]
-pub struct Applied {
-    /// Connections resumed with something still for the session layer (a control frame
-    /// they had buffered, or their close); each stays unread until resumed again.
-    pub events: Vec<(ConnId, Inbound)>,
-    /// The first state record the log refused, if any (the log has failed).
-    pub state_error: Option<Error>,
 }
 
 impl Batch {
@@ -82,7 +88,7 @@ impl Batch {
         }
     }
 
-    /// See [`Engine::route_seat`].
+    /// See [`crate::Engine::route_seat`].
     pub fn route_seat(
         &mut self,
         meeting: &str,
@@ -98,7 +104,7 @@ impl Batch {
         });
     }
 
-    /// See [`Engine::unroute_seat`].
+    /// See [`crate::Engine::unroute_seat`].
     pub fn unroute_seat(&mut self, meeting: &str, participant: &str) {
         self.actions.push(Action::Unroute {
             meeting: meeting.to_owned(),
@@ -106,7 +112,7 @@ impl Batch {
         });
     }
 
-    /// See [`Engine::put_state`].
+    /// See [`crate::Engine::put_state`].
     pub fn put_state(&mut self, space: &str, key: &str, value: Option<&str>) {
         self.actions.push(Action::PutState {
             space: space.to_owned(),
@@ -119,60 +125,108 @@ impl Batch {
     pub fn resume(&mut self, conn: ConnId) {
         self.actions.push(Action::Resume(conn));
     }
+
+    /// See [`crate::Engine::flush_receipts`]: the receipt timer never waits for the lock.
+    pub fn flush_receipts(&mut self, slot: u32, slots: u32) {
+        self.actions.push(Action::FlushReceipts { slot, slots });
+    }
 }
 
-impl Engine {
-    /// Applies everything `batch` queued, in order, under one lock, and empties it.
-    pub fn apply(&self, batch: &mut Batch) -> Applied {
-        let actions = std::mem::take(&mut batch.actions);
+/// Batches submitted and not applied yet, in order.
+#[derive(Debug, Default)]
+pub struct Submitted {
+    queue: Mutex<Vec<Batch>>,
+    /// A state record was refused (the log failed): said once on stderr.
+    state_failed: AtomicBool,
+}
+
+impl Submitted {
+    /// Adds a batch at the end.
+    pub fn push(&self, batch: Batch) {
+        lock(&self.queue).push(batch);
+    }
+}
+
+/// What applying batches leaves to do outside the broker's lock.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Connections to read again: their control frame handled, nothing left buffered.
+    pub resume: Vec<Arc<Outbound>>,
+    /// For the session layer: a control frame a resumed connection had buffered, or
+    /// its close.
+    pub events: Vec<(ConnId, ConnEvent)>,
+}
+
+impl Broker {
+    /// Applies every submitted batch, in order. Called under the broker's lock by
+    /// whichever thread drains them (the reader, or a caller that needs an answer after
+    /// them), so that two drainers never reorder batches.
+    pub(crate) fn apply_submitted(
+        &mut self,
+        submitted: &Submitted,
+        now: Now,
+        ob: &mut Outbox,
+    ) -> Applied {
+        let batches = std::mem::take(&mut *lock(&submitted.queue));
         let mut applied = Applied::default();
-        let mut reading = Vec::new();
-        self.with(|b, now, ob| {
-            for action in actions {
-                match action {
-                    Action::Send(conn, frame, priority) => {
-                        if let Some(c) = b.conns.get(&conn) {
-                            let out = c.out.clone();
-                            ob.push_with(&out, frame, priority);
-                        }
-                    }
-                    Action::SendMany(conns, frame, priority) => {
-                        for conn in conns {
-                            if let Some(c) = b.conns.get(&conn) {
-                                let out = c.out.clone();
-                                ob.push_with(&out, frame.clone(), priority);
-                            }
-                        }
-                    }
-                    Action::Route {
-                        meeting,
-                        participant,
-                        conn,
-                        viewer,
-                    } => b.seat_routes.set(&meeting, &participant, conn, viewer),
-                    Action::Unroute {
-                        meeting,
-                        participant,
-                    } => b.seat_routes.remove(&meeting, &participant),
-                    Action::PutState { space, key, value } => {
-                        match b.store.put_state(&space, &key, value.as_deref()) {
-                            Ok(lsn) => b.last_lsn = lsn,
-                            Err(e) => {
-                                applied.state_error.get_or_insert(e);
-                            }
-                        }
-                    }
-                    Action::Resume(conn) => match b.feed(conn, &[], now, ob) {
-                        Inbound::Idle => reading.extend(b.conns.get(&conn).map(|c| c.out.clone())),
-                        inbound => applied.events.push((conn, inbound)),
-                    },
-                }
-            }
-        });
-        for out in &reading {
-            self.reader.start_reading(out);
+        for action in batches.into_iter().flat_map(|b| b.actions) {
+            self.apply_action(action, submitted, now, ob, &mut applied);
         }
         applied
+    }
+
+    fn apply_action(
+        &mut self,
+        action: Action,
+        submitted: &Submitted,
+        now: Now,
+        ob: &mut Outbox,
+        applied: &mut Applied,
+    ) {
+        match action {
+            Action::Send(conn, frame, priority) => {
+                if let Some(c) = self.conns.get(&conn) {
+                    let out = c.out.clone();
+                    ob.push_with(&out, frame, priority);
+                }
+            }
+            Action::SendMany(conns, frame, priority) => {
+                for conn in conns {
+                    if let Some(c) = self.conns.get(&conn) {
+                        let out = c.out.clone();
+                        ob.push_with(&out, frame.clone(), priority);
+                    }
+                }
+            }
+            Action::Route {
+                meeting,
+                participant,
+                conn,
+                viewer,
+            } => self.seat_routes.set(&meeting, &participant, conn, viewer),
+            Action::Unroute {
+                meeting,
+                participant,
+            } => self.seat_routes.remove(&meeting, &participant),
+            Action::PutState { space, key, value } => {
+                match self.store.put_state(&space, &key, value.as_deref()) {
+                    Ok(lsn) => self.last_lsn = lsn,
+                    Err(e) => {
+                        if !submitted.state_failed.swap(true, Ordering::Relaxed) {
+                            eprintln!("rushhour: meeting state not saved: {e}");
+                        }
+                    }
+                }
+            }
+            Action::Resume(conn) => match self.feed(conn, &[], now, ob) {
+                Inbound::Idle => applied
+                    .resume
+                    .extend(self.conns.get(&conn).map(|c| c.out.clone())),
+                Inbound::Control(text) => applied.events.push((conn, ConnEvent::Control(text))),
+                Inbound::Closing(code) => applied.events.push((conn, ConnEvent::Closing(code))),
+            },
+            Action::FlushReceipts { slot, slots } => self.flush_receipts_slot(slot, slots, ob),
+        }
     }
 }
 
@@ -182,19 +236,31 @@ mod tests {
     use crate::codec::{encode_client_frame, Decoder, Message, Opcode, Role};
     use crate::{ConnKind, Limits, MemoryStore};
 
-    fn engine() -> Engine {
-        Engine::new(Limits::default(), Box::new(MemoryStore::new(16))).unwrap()
+    const NOW: Now = Now {
+        mono_ms: 1_000,
+        wall_ms: 1_700_000_000_000,
+    };
+
+    fn broker() -> Broker {
+        Broker::new(Limits::default(), Box::new(MemoryStore::new(16)))
     }
 
-    /// The text frames queued for `conn`, as the writer would write them.
-    fn queued(engine: &Engine, conn: ConnId) -> Vec<String> {
-        let out = engine.with(|b, _, _| b.conns[&conn].out.clone());
+    fn apply(b: &mut Broker, batch: Batch) -> Applied {
+        let submitted = Submitted::default();
+        submitted.push(batch);
+        let mut ob = Outbox::new(NOW.mono_ms, 30_000);
+        let applied = b.apply_submitted(&submitted, NOW, &mut ob);
+        assert!(lock(&submitted.queue).is_empty());
+        applied
+    }
+
+    /// The text frames queued for `out`, as the writer would write them.
+    fn queued(out: &Outbound) -> Vec<String> {
         let q = out.lock();
         let mut slices = Vec::new();
         q.unwritten(usize::MAX, &mut slices);
-        let bytes = slices.concat();
         let mut decoder = Decoder::new(Role::Client, 1 << 20);
-        decoder.feed(&bytes);
+        decoder.feed(&slices.concat());
         let mut texts = Vec::new();
         while let Some(m) = decoder.poll().unwrap() {
             if let Message::Text(t) = m {
@@ -205,13 +271,16 @@ mod tests {
     }
 
     #[test]
-    fn actions_apply_in_the_order_queued_and_the_batch_empties() {
-        let engine = engine();
-        let a = engine.attach(None, ConnKind::Session, false).unwrap();
-        let b = engine.attach(None, ConnKind::Session, false).unwrap();
+    fn actions_apply_in_the_order_queued() {
+        let mut b = broker();
+        let (a, c) = (
+            b.attach(None, ConnKind::Session, NOW),
+            b.attach(None, ConnKind::Session, NOW),
+        );
         let mut batch = Batch::default();
-        batch.send_text(a, r#"{"op":"one"}"#, Priority::Urgent);
-        batch.send_text_many(vec![a, ConnId(999), b], r#"{"op":"two"}"#, Priority::Urgent);
+        batch.send_text(a.conn, r#"{"op":"one"}"#, Priority::Urgent);
+        let fan_out = vec![a.conn, ConnId(999), c.conn];
+        batch.send_text_many(fan_out, r#"{"op":"two"}"#, Priority::Urgent);
         batch.send_text_many(Vec::new(), r#"{"op":"none"}"#, Priority::Urgent);
         batch.put_state("meetings", "m-1", Some("{}"));
         batch.put_state("meetings", "m-2", Some("{}"));
@@ -219,41 +288,47 @@ mod tests {
         batch.send_text(ConnId(999), r#"{"op":"lost"}"#, Priority::Normal);
         assert_eq!(batch.len(), 6, "an empty fan-out is not queued");
 
-        let applied = engine.apply(&mut batch);
-        assert!(batch.is_empty());
-        assert!(applied.events.is_empty() && applied.state_error.is_none());
-        assert_eq!(queued(&engine, a), [r#"{"op":"one"}"#, r#"{"op":"two"}"#]);
-        assert_eq!(queued(&engine, b), [r#"{"op":"two"}"#]);
+        let applied = apply(&mut b, batch);
+        assert!(applied.events.is_empty() && applied.resume.is_empty());
+        assert_eq!(queued(&a), [r#"{"op":"one"}"#, r#"{"op":"two"}"#]);
+        assert_eq!(queued(&c), [r#"{"op":"two"}"#]);
         assert_eq!(
-            engine.states("meetings"),
+            b.store.states("meetings"),
             [("m-2".to_owned(), "{}".to_owned())]
         );
     }
 
     #[test]
     fn a_resumed_connection_hands_back_what_it_had_buffered() {
-        let engine = engine();
-        let conn = engine.attach(None, ConnKind::Session, false).unwrap();
+        let mut b = broker();
+        let out = b.attach(None, ConnKind::Session, NOW);
         let hello = |n: u32| {
             let text = format!(r#"{{"op":"hello","id":{n}}}"#);
             encode_client_frame(Opcode::Text, text.as_bytes(), [1, 2, 3, 4])
         };
-        let bytes = [hello(1), hello(2)].concat();
+        let mut ob = Outbox::new(NOW.mono_ms, 30_000);
         // The first control frame comes out of the read; the second waits in the decoder.
-        assert!(matches!(engine.feed(conn, &bytes), Inbound::Control(t) if t.contains("\"id\":1")));
+        let first = b.feed(out.conn, &[hello(1), hello(2)].concat(), NOW, &mut ob);
+        assert!(matches!(first, Inbound::Control(t) if t.contains(r#""id":1"#)));
+
         let mut batch = Batch::default();
-        batch.send_text(conn, r#"{"op":"reply","id":1}"#, Priority::Normal);
-        batch.resume(conn);
-        let applied = engine.apply(&mut batch);
+        batch.send_text(out.conn, r#"{"op":"reply","id":1}"#, Priority::Normal);
+        batch.resume(out.conn);
+        let applied = apply(&mut b, batch);
+        assert!(
+            applied.resume.is_empty(),
+            "not read while its next frame waits"
+        );
         assert!(matches!(
             applied.events.as_slice(),
-            [(c, Inbound::Control(t))] if *c == conn && t.contains("\"id\":2")
+            [(c, ConnEvent::Control(t))] if *c == out.conn && t.contains(r#""id":2"#)
         ));
-        assert_eq!(queued(&engine, conn), [r#"{"op":"reply","id":1}"#]);
-        batch.resume(conn);
-        assert!(
-            engine.apply(&mut batch).events.is_empty(),
-            "nothing left: reading goes on"
-        );
+        assert_eq!(queued(&out), [r#"{"op":"reply","id":1}"#]);
+
+        let mut batch = Batch::default();
+        batch.resume(out.conn);
+        let applied = apply(&mut b, batch);
+        assert!(applied.events.is_empty());
+        assert_eq!(applied.resume.len(), 1, "nothing left: it is read again");
     }
 }

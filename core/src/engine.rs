@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::accept::Listener;
+use crate::batch::{Applied, Batch, Submitted};
 use crate::broker::{Broker, Inbound, Now, Stats};
 use crate::chat::Accepted;
 use crate::clock::Clock;
@@ -20,7 +21,7 @@ use crate::ids::ConnId;
 use crate::inbox::{ConnEvent, Inbox};
 use crate::limits::Limits;
 use crate::outbound::{Priority, State};
-use crate::reader::{Reader, UpgradeFn};
+use crate::reader::{BatchFn, Reader, UpgradeFn};
 use crate::store::MessageStore;
 use crate::sync::lock;
 use crate::writer::Writer;
@@ -32,7 +33,8 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Engine {
     broker: Arc<Mutex<Broker>>,
     writer: Arc<Writer>,
-    pub(crate) reader: Reader,
+    reader: Reader,
+    submitted: Arc<Submitted>,
     inbox: Arc<Inbox>,
     clock: Clock,
     close_timeout_ms: u64,
@@ -93,6 +95,29 @@ impl Engine {
             writer.schedule(ob.ready);
             Ok((out, inbound))
         });
+        let submitted = Arc::new(Submitted::default());
+        let (batch_broker, batch_writer, batch_queue) = (
+            Arc::downgrade(&broker),
+            Arc::downgrade(&writer),
+            submitted.clone(),
+        );
+        let on_batches: BatchFn = Box::new(move || {
+            let (Some(broker), Some(writer)) = (batch_broker.upgrade(), batch_writer.upgrade())
+            else {
+                return Applied::default();
+            };
+            let now = clock.now();
+            let mut ob = Outbox::new(now.mono_ms, close_timeout_ms);
+            let applied = {
+                let mut b = lock(&broker);
+                let applied = b.apply_submitted(&batch_queue, now, &mut ob);
+                b.release(&mut ob);
+                b.reap_overflowed(&mut ob);
+                applied
+            };
+            writer.schedule(ob.ready);
+            applied
+        });
         let reader = Reader::spawn(
             Box::new(move |conn, data| {
                 let (Some(broker), Some(writer)) = (weak_broker.upgrade(), weak_writer.upgrade())
@@ -112,6 +137,7 @@ impl Engine {
                 inbound
             }),
             on_upgrade,
+            on_batches,
             inbox.clone(),
         )?;
         // After each group commit: release the replies and fan-out it made durable.
@@ -133,6 +159,7 @@ impl Engine {
             broker,
             writer,
             reader,
+            submitted,
             inbox,
             clock,
             close_timeout_ms,
@@ -140,7 +167,7 @@ impl Engine {
     }
 
     /// Runs `f` on the broker under its lock, then wakes the writer for what it queued.
-    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Broker, Now, &mut Outbox) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut Broker, Now, &mut Outbox) -> R) -> R {
         let now = self.clock.now();
         let mut ob = Outbox::new(now.mono_ms, self.close_timeout_ms);
         let result = {
@@ -219,6 +246,41 @@ impl Engine {
             self.reader.start_reading(&out);
         }
         inbound
+    }
+
+    /// Hands a batch of the session layer's work to the reader thread, which applies it
+    /// between its reads (see [`crate::batch`]); returns at once.
+    pub fn submit(&self, batch: Batch) {
+        if !batch.is_empty() {
+            self.submitted.push(batch);
+            self.reader.batches_waiting();
+        }
+    }
+
+    /// Applies what was submitted and not applied yet, now, on this thread.
+    pub fn apply_submitted(&self) {
+        let applied = self.with(|b, now, ob| b.apply_submitted(&self.submitted, now, ob));
+        self.applied(applied);
+    }
+
+    /// Queues JSON text for a connection after everything submitted so far; false if
+    /// it is gone or closing.
+    pub fn send_text_after_submitted(&self, conn: ConnId, json: &str, priority: Priority) -> bool {
+        let (applied, sent) = self.with(|b, now, ob| {
+            let applied = b.apply_submitted(&self.submitted, now, ob);
+            (applied, b.send_text(conn, json, priority, ob))
+        });
+        self.applied(applied);
+        sent
+    }
+
+    fn applied(&self, applied: Applied) {
+        for out in &applied.resume {
+            self.reader.start_reading(out);
+        }
+        for (conn, event) in applied.events {
+            self.inbox.push(conn, event);
+        }
     }
 
     /// See [`Broker::open_session`].

@@ -22,6 +22,7 @@ use crate::accept::{
     is_listener, Accepted, Handshake, Handshakes, Listener, LISTENER_TOKENS, MAX_LISTENERS,
     PENDING_TOKENS,
 };
+use crate::batch::Applied;
 use crate::broker::Inbound;
 use crate::ids::ConnId;
 use crate::inbox::{ConnEvent, Inbox};
@@ -33,6 +34,8 @@ const READ_BYTES: usize = 64 << 10;
 /// Reads per socket before the others get their turn.
 const READS_PER_TURN: usize = 4;
 const WAKE: Token = Token(usize::MAX);
+/// Sockets read between two looks at the session layer's batches.
+const BATCH_EVERY: usize = 64;
 
 /// How often sockets still in their handshake are checked for their deadline.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -41,6 +44,8 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Called with bytes read from a connection: what the broker made of them.
 pub type ReadFn = Box<dyn Fn(ConnId, &[u8]) -> Inbound + Send + Sync>;
+/// Applies the session layer's submitted batches (see [`crate::batch`]).
+pub type BatchFn = Box<dyn Fn() -> Applied + Send + Sync>;
 /// Called with an upgraded socket, its `101` answer and the WebSocket bytes read after
 /// the head: attaches the connection and feeds those bytes.
 pub type UpgradeFn =
@@ -49,6 +54,8 @@ pub type UpgradeFn =
 struct Shared {
     /// Sockets to read whether or not epoll says so (reading resumed after a pause).
     to_read: Mutex<Vec<Arc<Outbound>>>,
+    /// Batches of the session layer wait to be applied.
+    batches: AtomicBool,
     stop: AtomicBool,
     waker: Waker,
     registry: Registry,
@@ -68,10 +75,16 @@ impl Reader {
     ///
     /// # Errors
     /// When epoll or the thread cannot be created.
-    pub fn spawn(on_read: ReadFn, on_upgrade: UpgradeFn, inbox: Arc<Inbox>) -> io::Result<Reader> {
+    pub fn spawn(
+        on_read: ReadFn,
+        on_upgrade: UpgradeFn,
+        on_batches: BatchFn,
+        inbox: Arc<Inbox>,
+    ) -> io::Result<Reader> {
         let poll = Poll::new()?;
         let shared = Arc::new(Shared {
             to_read: Mutex::new(Vec::new()),
+            batches: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             waker: Waker::new(poll.registry(), WAKE)?,
             registry: poll.registry().try_clone()?,
@@ -88,6 +101,7 @@ impl Reader {
                         poll,
                         on_read,
                         on_upgrade,
+                        on_batches,
                         inbox,
                         draining: HashSet::new(),
                         buf: vec![0; READ_BYTES],
@@ -147,6 +161,13 @@ impl Reader {
         }
     }
 
+    /// Batches were submitted: apply them soon.
+    pub fn batches_waiting(&self) {
+        if !self.shared.batches.swap(true, Ordering::AcqRel) {
+            let _ = self.shared.waker.wake();
+        }
+    }
+
     /// Stops reading a connection for good (its session is over).
     pub fn detach(&self, out: &Arc<Outbound>) {
         out.paused.store(true, Ordering::Release);
@@ -177,6 +198,7 @@ struct Loop {
     poll: Poll,
     on_read: ReadFn,
     on_upgrade: UpgradeFn,
+    on_batches: BatchFn,
     inbox: Arc<Inbox>,
     /// Accepted sockets until their request head is read.
     handshakes: Handshakes,
@@ -199,10 +221,14 @@ impl Loop {
         let mut reads: Vec<(Arc<Outbound>, bool)> = Vec::new();
         let mut tokens: Vec<usize> = Vec::new();
         while !self.shared.stop.load(Ordering::SeqCst) {
+            self.apply_batches();
             reads.extend(lock(&self.shared.to_read).drain(..).map(|out| (out, true)));
             // With work left over, only look for new events; else sleep in epoll (waking
             // to expire handshakes while any are pending).
-            let timeout = if !reads.is_empty() || !self.accept_again.is_empty() {
+            let timeout = if !reads.is_empty()
+                || !self.accept_again.is_empty()
+                || self.shared.batches.load(Ordering::Acquire)
+            {
                 Some(Duration::ZERO)
             } else if !self.accept_later.is_empty() {
                 Some(ACCEPT_RETRY)
@@ -238,8 +264,11 @@ impl Loop {
                     self.handshake(token);
                 }
             }
-            for (out, until_eagain) in std::mem::take(&mut reads) {
+            for (n, (out, until_eagain)) in std::mem::take(&mut reads).into_iter().enumerate() {
                 self.read(&out, until_eagain);
+                if n % BATCH_EVERY == BATCH_EVERY - 1 {
+                    self.apply_batches();
+                }
             }
             if self.expired_at.elapsed() >= EXPIRE_EVERY {
                 self.expired_at = Instant::now();
@@ -248,6 +277,23 @@ impl Loop {
             }
         }
         self.handshakes.clear(&self.shared.registry);
+    }
+
+    /// Applies the session layer's submitted batches: connections it resumed are read
+    /// again, what they had buffered goes back to it.
+    fn apply_batches(&mut self) {
+        if !self.shared.batches.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let applied = (self.on_batches)();
+        for (conn, event) in applied.events {
+            self.inbox.push(conn, event);
+        }
+        for out in applied.resume {
+            if out.reads.load(Ordering::Acquire) && out.paused.swap(false, Ordering::AcqRel) {
+                lock(&self.shared.to_read).push(out);
+            }
+        }
     }
 
     /// Accepts a turn's worth of connections from the listener of `token`.

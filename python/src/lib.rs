@@ -26,7 +26,7 @@ struct Engine {
 }
 
 /// Work for the core queued during one turn of the session layer (no lock taken), then
-/// applied at once by `Engine.apply`.
+/// handed over at once by `Engine.submit`.
 #[pyclass(module = "rushhour._core")]
 #[derive(Default)]
 struct Batch {
@@ -80,6 +80,12 @@ impl Batch {
     /// Reading of a connection goes on after its control frame (`Engine.feed(conn, b"")`).
     fn resume(&mut self, conn: u64) {
         self.inner.resume(ConnId(conn));
+    }
+
+    /// As `Engine.flush_receipts`.
+    #[pyo3(signature = (slot=0, slots=1))]
+    fn flush_receipts(&mut self, slot: u32, slots: u32) {
+        self.inner.flush_receipts(slot, slots);
     }
 }
 
@@ -340,23 +346,28 @@ impl Engine {
             .collect()
     }
 
-    /// Applies what `batch` queued, in order, under one lock, and empties it. Returns the
-    /// events of resumed connections that still have something for the session layer
-    /// (`(conn, str)` a control frame, `(conn, int)` closing, as in `take_events`), and
-    /// the first state record the log refused (None: all were taken).
-    fn apply<'py>(
+    /// Hands what `batch` queued to the core and empties it: the reader thread applies
+    /// it, in order, between its reads; returns at once. A resumed connection's next
+    /// control frame (or close) comes through `take_events`.
+    fn submit(&self, batch: &Bound<'_, Batch>) {
+        let taken = std::mem::take(&mut batch.borrow_mut().inner);
+        self.inner.submit(taken);
+    }
+
+    /// Queues a JSON text frame after everything submitted so far (applied now); False
+    /// if the connection is gone or closing.
+    #[pyo3(signature = (conn, json, urgent=false))]
+    fn send_text_after_submitted(
         &self,
-        py: Python<'py>,
-        batch: &Bound<'py, Batch>,
-    ) -> PyResult<(Events<'py>, Option<String>)> {
-        let mut taken = std::mem::take(&mut batch.borrow_mut().inner);
-        let applied = py.detach(|| self.inner.apply(&mut taken));
-        let events = applied
-            .events
-            .into_iter()
-            .map(|(conn, inbound)| Ok((conn.0, inbound_object(py, inbound)?)))
-            .collect::<PyResult<_>>()?;
-        Ok((events, applied.state_error.map(|e| e.to_string())))
+        py: Python<'_>,
+        conn: u64,
+        json: &str,
+        urgent: bool,
+    ) -> bool {
+        py.detach(|| {
+            self.inner
+                .send_text_after_submitted(ConnId(conn), json, priority(urgent))
+        })
     }
 
     /// Processes bytes read from the socket. Returns None (read more), a str (a control

@@ -124,20 +124,17 @@ class App:
         the sockets whose request is for the HTTP layer to it. Under pressure the open
         sessions (meeting signalling) go before new logins: in each batch, the events of
         connections with a session are handled first. What handling them queues goes to
-        the core every `TURN_EVENTS` events (see `Turn`): one crossing for many, and no
-        answer waits for a whole burst."""
+        the core every `TURN_EVENTS` events (see `Turn`)."""
         engine, turn = self.engine, self.turn
         fd = engine.events_fd()
         while True:
             await trio.lowlevel.wait_readable(fd)
-            events: list[Event] = list(engine.take_events())
-            while events:
-                events.sort(key=self._is_new)  # stable: in order within each group
-                for start in range(0, len(events), TURN_EVENTS):
-                    for conn, event in events[start : start + TURN_EVENTS]:
-                        self._dispatch(conn, event)
-                    turn.flush()
-                events, turn.resumed = list(turn.resumed), []
+            events = engine.take_events()
+            events.sort(key=self._is_new)  # stable: in order within each group
+            for start in range(0, len(events), TURN_EVENTS):
+                for conn, event in events[start : start + TURN_EVENTS]:
+                    self._dispatch(conn, event)
+                turn.flush()
 
     def _is_new(self, item: Event) -> bool:
         """Whether an event is for the HTTP layer or a connection without a session."""
@@ -183,7 +180,8 @@ class App:
         pacer = self.receipt_pacer
         while True:
             await trio.sleep(pacer.tick_s())
-            self.engine.flush_receipts(pacer.slot, pacer.slots)
+            self.turn.out.flush_receipts(pacer.slot, pacer.slots)
+            self.turn.flush()
             pacer.flushed(self.engine.writer_busy_ns(), time.monotonic())
 
     async def heartbeat(self) -> None:

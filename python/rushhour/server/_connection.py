@@ -92,17 +92,10 @@ class Connection:
 
     def _feed(self, data: bytes) -> None:
         """Feeds the bytes read after an upgrade done by the HTTP layer; the core reads
-        on by itself once nothing is left for us."""
-        app = self.app
-        result = app.engine.feed(self.conn, data)
-        while isinstance(result, str):
-            self._control(result)
-            if self.closing:
-                return
-            app.turn.flush()  # its answer before anything the next frames bring
-            result = app.engine.feed(self.conn, b"")
-        if isinstance(result, int):
-            self._closing()
+        on by itself once nothing is left for us, or after the turn's `resume`."""
+        result = self.app.engine.feed(self.conn, data)
+        if result is not None:
+            self.on_event(result)
 
     def _control(self, text: str) -> None:
         """Handles one control frame (the core has checked it is a JSON object with op)."""
