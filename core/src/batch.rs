@@ -55,6 +55,12 @@ enum Action {
         slot: u32,
         slots: u32,
     },
+    /// See [`crate::Engine::heartbeat`].
+    Heartbeat {
+        idle_timeout_ms: u64,
+        slot: u32,
+        slots: u32,
+    },
 }
 
 /// Work for the core, queued without taking any lock; see [`crate::Engine::submit`].
@@ -129,6 +135,15 @@ impl Batch {
     /// See [`crate::Engine::flush_receipts`]: the receipt timer never waits for the lock.
     pub fn flush_receipts(&mut self, slot: u32, slots: u32) {
         self.actions.push(Action::FlushReceipts { slot, slots });
+    }
+
+    /// See [`crate::Engine::heartbeat`].
+    pub fn heartbeat(&mut self, idle_timeout_ms: u64, slot: u32, slots: u32) {
+        self.actions.push(Action::Heartbeat {
+            idle_timeout_ms,
+            slot,
+            slots,
+        });
     }
 }
 
@@ -226,6 +241,13 @@ impl Broker {
                 Inbound::Closing(code) => applied.events.push((conn, ConnEvent::Closing(code))),
             },
             Action::FlushReceipts { slot, slots } => self.flush_receipts_slot(slot, slots, ob),
+            Action::Heartbeat {
+                idle_timeout_ms,
+                slot,
+                slots,
+            } => {
+                self.heartbeat(now, idle_timeout_ms, (slot, slots), ob);
+            }
         }
     }
 }

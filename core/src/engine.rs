@@ -464,9 +464,10 @@ impl Engine {
         lock(&self.broker).store.states(space)
     }
 
-    /// Pings every connection; closes the idle ones. Returns how many were closed.
-    pub fn heartbeat(&self, idle_timeout_ms: u64) -> usize {
-        self.with(|b, now, ob| b.heartbeat(now, idle_timeout_ms, ob).len())
+    /// Pings the connections of slot `slot` of `slots` (see [`Broker::heartbeat`]);
+    /// closes the idle ones. Returns how many were closed.
+    pub fn heartbeat(&self, idle_timeout_ms: u64, slot: u32, slots: u32) -> usize {
+        self.with(|b, now, ob| b.heartbeat(now, idle_timeout_ms, (slot, slots), ob).len())
     }
 
     /// Closes every connection with `code` and waits up to `timeout` for the frames to

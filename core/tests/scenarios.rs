@@ -283,8 +283,16 @@ fn idle_connections_are_closed_by_the_heartbeat() {
     sim.feed(&talker, &encode_client_frame(Opcode::Pong, b"", [0; 4]));
     sim.now.mono_ms += 20_000;
     let mut ob = sim.outbox();
+    let slot_of = |c: &Client| (c.id.0 % 2) as u32;
     assert_eq!(
-        sim.broker.heartbeat(sim.now, 60_000, &mut ob),
+        sim.broker
+            .heartbeat(sim.now, 60_000, (1 - slot_of(&quiet), 2), &mut ob),
+        vec![],
+        "the other slot"
+    );
+    assert_eq!(
+        sim.broker
+            .heartbeat(sim.now, 60_000, (slot_of(&quiet), 2), &mut ob),
         vec![quiet.id]
     );
     assert!(matches!(

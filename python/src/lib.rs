@@ -87,6 +87,12 @@ impl Batch {
     fn flush_receipts(&mut self, slot: u32, slots: u32) {
         self.inner.flush_receipts(slot, slots);
     }
+
+    /// As `Engine.heartbeat`.
+    #[pyo3(signature = (idle_timeout_ms, slot=0, slots=1))]
+    fn heartbeat(&mut self, idle_timeout_ms: u64, slot: u32, slots: u32) {
+        self.inner.heartbeat(idle_timeout_ms, slot, slots);
+    }
 }
 
 /// `(conn, event)` pairs handed to the session layer.
@@ -452,9 +458,11 @@ impl Engine {
             .map_err(CoreError)?)
     }
 
-    /// Pings every connection and closes those idle past `idle_timeout_ms`.
-    fn heartbeat(&self, py: Python<'_>, idle_timeout_ms: u64) -> usize {
-        py.detach(|| self.inner.heartbeat(idle_timeout_ms))
+    /// Pings the connections of slot `slot` of `slots` (all by default) and closes those
+    /// idle past `idle_timeout_ms`; returns how many were closed.
+    #[pyo3(signature = (idle_timeout_ms, slot=0, slots=1))]
+    fn heartbeat(&self, py: Python<'_>, idle_timeout_ms: u64, slot: u32, slots: u32) -> usize {
+        py.detach(|| self.inner.heartbeat(idle_timeout_ms, slot, slots))
     }
 
     /// Closes every connection with `code` and waits up to `timeout` seconds for the
