@@ -138,7 +138,7 @@ impl Chat {
     ) {
         let due = *self
             .next_receipt
-            .get_or_insert(now + every.mul_f64(phase(cx.cid_prefix)));
+            .get_or_insert_with(|| now + every.mul_f64(phase(cx.cid_prefix)));
         if now < due {
             return;
         }
