@@ -257,12 +257,6 @@ impl Engine {
         }
     }
 
-    /// Applies what was submitted and not applied yet, now, on this thread.
-    pub fn apply_submitted(&self) {
-        let applied = self.with(|b, now, ob| b.apply_submitted(&self.submitted, now, ob));
-        self.applied(applied);
-    }
-
     /// Queues JSON text for a connection after everything submitted so far; false if
     /// it is gone or closing.
     pub fn send_text_after_submitted(&self, conn: ConnId, json: &str, priority: Priority) -> bool {
@@ -474,7 +468,9 @@ impl Engine {
     /// reach the sockets and the log's last records to be durable. Returns whether
     /// everything was flushed.
     pub fn shutdown(&self, code: u16, reason: &str, timeout: Duration) -> bool {
-        let (durability, last) = self.with(|b, _, ob| {
+        let (durability, last) = self.with(|b, now, ob| {
+            // What the session layer submitted last (a seat's record…) goes in first.
+            b.apply_submitted(&self.submitted, now, ob);
             b.close_all(code, reason, ob);
             (b.store.durability().clone(), b.last_lsn)
         });
