@@ -114,6 +114,7 @@ pub async fn serve(
             sleep.as_mut().reset(wake.into());
         }
         tokio::select! {
+            biased; // in this order, without drawing a random start on every wake-up
             read = conn.fill() => if let Err(e) = read { break e },
             () = &mut notified => notified.set(slot.wake.notified()),
             () = &mut sleep => {}
