@@ -13,17 +13,41 @@ from rushhour._core import Engine
 from rushhour.bench import _cli as bench_cli
 from rushhour.config import Config, add_arguments, from_namespace
 from rushhour.server import serve
-from rushhour.server._app import engine_for
+from rushhour.server._app import engine_for, open_listeners
+from rushhour.server._starting import answer_starting
 
 
-async def _serve_until_signal(config: Config, engine: Engine) -> None:
+async def _recover(config: Config, listeners: list[trio.SocketListener]) -> Engine | Exception:
+    """Opens the log (its recovery) in a worker thread while the port answers 503
+    `starting`; the log's error when it cannot be opened."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(answer_starting, listeners)
+        try:
+            result: Engine | Exception = await trio.to_thread.run_sync(engine_for, config)
+        except (OSError, RuntimeError) as e:  # a damaged log stops the start
+            result = e
+        nursery.cancel_scope.cancel()
+    return result
+
+
+async def _serve_until_signal(config: Config) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        listeners = await open_listeners(config)
+        engine = await _recover(config, listeners)
+        if isinstance(engine, Exception):
+            for listener in listeners:
+                await listener.aclose()
+            print(f"rushhour: cannot open the log: {engine}", file=sys.stderr)
+            return 2
+        for line in engine.recovery_report():
+            print(f"rushhour: {line}", file=sys.stderr)
         async with trio.open_nursery() as nursery:
-            info = await nursery.start(functools.partial(serve, config, engine=engine))
+            info = await nursery.start(functools.partial(serve, config, engine=engine, listeners=listeners))
             print(f"rushhour listening on {info.url}", flush=True)
             async for _ in signals:
                 nursery.cancel_scope.cancel()
                 break
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,13 +70,4 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     if config.secret is None and not config.dev:
         print("rushhour: no --secret given: tokens are signed with a random per-start secret", file=sys.stderr)
-    try:
-        # Recovery runs here, before listening: a damaged log stops the start.
-        engine = engine_for(config)
-    except (OSError, RuntimeError) as e:
-        print(f"rushhour: cannot open the log: {e}", file=sys.stderr)
-        return 2
-    for line in engine.recovery_report():
-        print(f"rushhour: {line}", file=sys.stderr)
-    trio.run(_serve_until_signal, config, engine)
-    return 0
+    return trio.run(_serve_until_signal, config)

@@ -204,10 +204,16 @@ class App:
         await trio.to_thread.run_sync(self.engine.shutdown, CLOSE_GOING_AWAY, "server shutdown", SHUTDOWN_FLUSH_S)
 
 
+async def open_listeners(config: Config) -> list[trio.SocketListener]:
+    """The listening sockets of `config`'s host and port."""
+    return await trio.open_tcp_listeners(config.port, host=config.host, backlog=LISTEN_BACKLOG)
+
+
 async def serve(
     config: Config,
     *,
     engine: Engine | None = None,
+    listeners: list[trio.SocketListener] | None = None,
     task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Runs a rushhour server until cancelled, then shuts down gracefully.
@@ -219,10 +225,12 @@ async def serve(
     Args:
         config: What to run with.
         engine: An existing core to serve (e.g. one a `rushhour.Broker` also uses).
+        listeners: Sockets already listening (see `open_listeners`); else opened here.
         task_status: Set by `nursery.start`.
     """
     app = App(config, engine)
-    listeners = await trio.open_tcp_listeners(config.port, host=config.host, backlog=LISTEN_BACKLOG)
+    if listeners is None:
+        listeners = await open_listeners(config)
     host, port = listeners[0].socket.getsockname()[:2]
     # The core accepts and answers WebSocket handshakes itself; other requests come back.
     for listener in listeners:
