@@ -55,6 +55,10 @@ enum Action {
         slot: u32,
         slots: u32,
     },
+    /// See [`Batch::expire_hellos`].
+    ExpireHellos {
+        timeout_ms: u64,
+    },
     /// See [`crate::Engine::heartbeat`].
     Heartbeat {
         idle_timeout_ms: u64,
@@ -135,6 +139,12 @@ impl Batch {
     /// See [`crate::Engine::flush_receipts`]: the receipt timer never waits for the lock.
     pub fn flush_receipts(&mut self, slot: u32, slots: u32) {
         self.actions.push(Action::FlushReceipts { slot, slots });
+    }
+
+    /// Closes (1008) the connections that sent no `hello` within `timeout_ms` of their
+    /// handshake. Queue it about once a second.
+    pub fn expire_hellos(&mut self, timeout_ms: u64) {
+        self.actions.push(Action::ExpireHellos { timeout_ms });
     }
 
     /// See [`crate::Engine::heartbeat`].
@@ -241,6 +251,9 @@ impl Broker {
                 Inbound::Closing(code) => applied.events.push((conn, ConnEvent::Closing(code))),
             },
             Action::FlushReceipts { slot, slots } => self.flush_receipts_slot(slot, slots, ob),
+            Action::ExpireHellos { timeout_ms } => {
+                self.expire_hellos(now, timeout_ms, ob);
+            }
             Action::Heartbeat {
                 idle_timeout_ms,
                 slot,

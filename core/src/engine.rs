@@ -216,12 +216,6 @@ impl Engine {
         self.reader.listen(Listener::new(fd, Origins(origins))?)
     }
 
-    /// Closes (1008) the connections that sent no `hello` within `timeout_ms`; returns
-    /// how many. Call it about once a second.
-    pub fn expire_hellos(&self, timeout_ms: u64) -> usize {
-        self.with(|b, now, ob| b.expire_hellos(now, timeout_ms, ob))
-    }
-
     /// The eventfd that is readable while events wait in [`Engine::take_events`].
     pub fn events_fd(&self) -> std::os::fd::RawFd {
         self.inbox.fd()

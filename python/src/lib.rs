@@ -88,6 +88,12 @@ impl Batch {
         self.inner.flush_receipts(slot, slots);
     }
 
+    /// Closes (1008) the connections that sent no `hello` within `timeout_ms` of their
+    /// handshake. Queue it about once a second.
+    fn expire_hellos(&mut self, timeout_ms: u64) {
+        self.inner.expire_hellos(timeout_ms);
+    }
+
     /// As `Engine.heartbeat`.
     #[pyo3(signature = (idle_timeout_ms, slot=0, slots=1))]
     fn heartbeat(&mut self, idle_timeout_ms: u64, slot: u32, slots: u32) {
@@ -317,12 +323,6 @@ impl Engine {
         self.inner
             .listen(owned, allowed_origins)
             .map_err(|e| PyOSError::new_err(e.to_string()))
-    }
-
-    /// Closes (1008) the connections that sent no `hello` within `timeout_ms` of their
-    /// handshake; returns how many.
-    fn expire_hellos(&self, py: Python<'_>, timeout_ms: u64) -> usize {
-        py.detach(|| self.inner.expire_hellos(timeout_ms))
     }
 
     /// A file descriptor that is readable while `take_events` has events.

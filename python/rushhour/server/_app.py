@@ -169,7 +169,7 @@ class App:
         closing ones whose peer never ended."""
         while True:
             await trio.sleep(1.0)
-            self.engine.expire_hellos(self.config.hello_timeout_ms)
+            self.turn.out.expire_hellos(self.config.hello_timeout_ms)
             now = time.monotonic()
             while self._lingering and self._lingering[0][0] <= now:
                 _, conn = self._lingering.popleft()
