@@ -19,6 +19,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod link;
 pub mod nats;
 pub mod readbuf;
 pub mod redis;

@@ -97,17 +97,9 @@ impl FrameReader {
         }
     }
 
-    /// Free space to read into; call [`FrameReader::filled`] with the count read.
-    pub fn spare(&mut self) -> &mut [u8] {
-        self.buf.spare()
-    }
-
-    /// Marks `n` more bytes of [`FrameReader::spare`] as read.
-    ///
-    /// # Panics
-    /// If `n` is more than the spare space.
-    pub fn filled(&mut self, n: usize) {
-        self.buf.filled(n);
+    /// The buffer the socket is read into (see [`crate::link::Link::fill`]).
+    pub fn buf(&mut self) -> &mut ReadBuf {
+        &mut self.buf
     }
 
     /// Bytes read but not parsed yet.
@@ -344,9 +336,9 @@ mod tests {
         let mut r = FrameReader::new(0, 1 << 20);
         let mut seen = 0;
         for b in &wire {
-            let spare = r.spare();
+            let spare = r.buf().spare();
             spare[0] = *b;
-            r.filled(1);
+            r.buf().filled(1);
             while let Some(f) = r.next_frame().unwrap() {
                 assert_eq!(f.payload, &payload[..]);
                 seen += 1;
@@ -362,7 +354,7 @@ mod tests {
         let mut r = FrameReader::new(0, 1 << 20);
         r.push(&wire[..10]);
         assert!(r.next_frame().unwrap().is_none());
-        assert!(r.spare().len() >= wire.len() - 10);
+        assert!(r.buf().spare().len() >= wire.len() - 10);
     }
 
     #[test]

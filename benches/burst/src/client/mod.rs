@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::link::Link;
 use frame::{encode_client_frame, opcode, FrameError, FrameReader, MaskKeys};
 use handshake::HandshakeError;
 
@@ -156,12 +157,10 @@ pub struct Message<'a> {
 
 /// One client connection after the upgrade.
 pub struct Conn {
-    /// The socket, read only through `frames` and written only from `out`.
-    stream: TcpStream,
+    /// The socket, read into `frames`; frames queued to send (requests, pongs).
+    link: Link,
     /// Frames read but not handed out yet.
     frames: FrameReader,
-    /// Frames queued to send (requests, pongs), written by [`Conn::flush`].
-    out: Vec<u8>,
     /// Masking keys for `out`.
     masks: MaskKeys,
     /// A fragmented message being joined, reused across messages; `None` when the last
@@ -277,9 +276,8 @@ impl Conn {
         };
         frames.push(&head[head_len..]);
         Ok(Self {
-            stream,
+            link: Link::new(stream, 0),
             frames,
-            out: Vec::new(),
             masks,
             partial: None,
             joined: Vec::new(),
@@ -288,13 +286,13 @@ impl Conn {
 
     /// Queues a text frame; [`Conn::flush`] sends it.
     pub fn queue_text(&mut self, text: &[u8]) {
-        encode_client_frame(&mut self.out, opcode::TEXT, text, self.masks.next_key());
+        encode_client_frame(self.link.out(), opcode::TEXT, text, self.masks.next_key());
     }
 
     /// Queues a close frame with `code` (no reason); [`Conn::flush`] sends it.
     pub fn queue_close(&mut self, code: u16) {
         encode_client_frame(
-            &mut self.out,
+            self.link.out(),
             opcode::CLOSE,
             &code.to_be_bytes(),
             self.masks.next_key(),
@@ -303,34 +301,23 @@ impl Conn {
 
     /// Whether frames are queued.
     pub fn has_queued(&self) -> bool {
-        !self.out.is_empty()
+        self.link.has_queued()
     }
 
-    /// Writes every queued frame.
+    /// See [`Link::flush`].
     ///
     /// # Errors
     /// The socket's error.
     pub async fn flush(&mut self) -> io::Result<()> {
-        if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
-            self.out.clear();
-        }
-        Ok(())
+        self.link.flush().await
     }
 
-    /// Reads once from the socket into the frame buffer (after sending any queued
-    /// pong). Cancel-safe: a cancelled call loses no bytes.
+    /// See [`Link::fill`] (any queued pong goes out first).
     ///
     /// # Errors
     /// [`ConnError::Eof`] when the server hung up, or the socket's error.
     pub async fn fill(&mut self) -> Result<(), ConnError> {
-        self.flush().await?;
-        let n = self.stream.read(self.frames.spare()).await?;
-        if n == 0 {
-            return Err(ConnError::Eof);
-        }
-        self.frames.filled(n);
-        Ok(())
+        self.link.fill(self.frames.buf()).await
     }
 
     /// The next data message already read, or `None` until [`Conn::fill`] reads more.
@@ -354,7 +341,7 @@ impl Conn {
             match (frame.opcode, frame.fin, &mut self.partial) {
                 (opcode::PING, ..) => {
                     encode_client_frame(
-                        &mut self.out,
+                        self.link.out(),
                         opcode::PONG,
                         frame.payload,
                         self.masks.next_key(),
@@ -370,7 +357,12 @@ impl Conn {
                         String::from_utf8_lossy(frame.payload.get(2..).unwrap_or_default())
                             .into_owned();
                     let echo = frame.payload.get(..2).unwrap_or_default();
-                    encode_client_frame(&mut self.out, opcode::CLOSE, echo, self.masks.next_key());
+                    encode_client_frame(
+                        self.link.out(),
+                        opcode::CLOSE,
+                        echo,
+                        self.masks.next_key(),
+                    );
                     return Err(ConnError::Closed(code, reason));
                 }
                 (opcode::TEXT | opcode::BINARY, true, None) => break Ready::Whole(head),

@@ -15,10 +15,8 @@ pub mod reader;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use crate::client::{tcp_connect, ConnError};
+use crate::link::Link;
 use reader::{Msg, Op, Reader};
 
 /// The default client port of nats-server.
@@ -65,12 +63,10 @@ pub(crate) fn resolve_url(
 
 /// One client connection after `CONNECT` was accepted.
 pub struct NatsConn {
-    /// The socket, read only into `reader` and written only from `out`.
-    stream: TcpStream,
+    /// The socket, read into `reader`; lines queued to send.
+    link: Link,
     /// Operations read but not handed out yet.
     reader: Reader,
-    /// Lines queued to send, written by [`NatsConn::flush`].
-    out: Vec<u8>,
     /// `PONG`s read by [`NatsConn::next_msg`] and not yet taken: a publisher's acks
     /// (each says the server processed everything before its `PING`).
     pongs: u64,
@@ -95,15 +91,14 @@ impl NatsConn {
     ) -> Result<Self, ConnError> {
         let stream = tcp_connect(addr, source).await?;
         let mut conn = Self {
-            stream,
+            link: Link::new(stream, 16 * 1024),
             reader: Reader::new(),
-            out: Vec::with_capacity(16 * 1024),
             pongs: 0,
         };
         let handshake = async {
             conn.wait_for(|op| matches!(op, Op::Info(_))).await?;
-            encode::write_connect(&mut conn.out, name);
-            encode::write_ping(&mut conn.out);
+            encode::write_connect(conn.link.out(), name);
+            encode::write_ping(conn.link.out());
             conn.wait_for(|op| matches!(op, Op::Pong)).await
         };
         tokio::time::timeout(timeout, handshake)
@@ -121,7 +116,7 @@ impl NatsConn {
                     return Ok(());
                 }
                 match op {
-                    Op::Ping => encode::write_pong(&mut self.out),
+                    Op::Ping => encode::write_pong(self.link.out()),
                     Op::Err(e) => return Err(err_line(e)),
                     _ => {}
                 }
@@ -143,7 +138,7 @@ impl NatsConn {
         timeout: Duration,
     ) -> Result<(), ConnError> {
         self.reader.expect_msg(subject, sid);
-        encode::write_sub(&mut self.out, subject, sid);
+        encode::write_sub(self.link.out(), subject, sid);
         self.sync(timeout).await
     }
 
@@ -153,7 +148,7 @@ impl NatsConn {
     /// # Errors
     /// As [`NatsConn::connect`].
     pub async fn sync(&mut self, timeout: Duration) -> Result<(), ConnError> {
-        encode::write_ping(&mut self.out);
+        encode::write_ping(self.link.out());
         tokio::time::timeout(timeout, self.wait_for(|op| matches!(op, Op::Pong)))
             .await
             .map_err(|_| ConnError::Timeout("the server's PONG"))?
@@ -167,34 +162,23 @@ impl NatsConn {
     /// The buffer of lines to send: the caller writes with the [`encode`] functions,
     /// [`NatsConn::flush`] sends.
     pub fn out(&mut self) -> &mut Vec<u8> {
-        &mut self.out
+        self.link.out()
     }
 
-    /// Writes every queued line.
+    /// See [`Link::flush`].
     ///
     /// # Errors
     /// The socket's error.
     pub async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
-            self.out.clear();
-        }
-        Ok(())
+        self.link.flush().await
     }
 
-    /// Reads once from the socket (after sending anything queued). Cancel-safe once
-    /// the queue is flushed: a cancelled read loses no bytes.
+    /// See [`Link::fill`].
     ///
     /// # Errors
     /// [`ConnError::Eof`] when the server hung up, or the socket's error.
     pub async fn fill(&mut self) -> Result<(), ConnError> {
-        self.flush().await?;
-        let n = self.stream.read(self.reader.spare()).await?;
-        if n == 0 {
-            return Err(ConnError::Eof);
-        }
-        self.reader.filled(n);
-        Ok(())
+        self.link.fill(self.reader.buf()).await
     }
 
     /// The next message already read, or `None` until [`NatsConn::fill`] reads more.
@@ -214,7 +198,7 @@ impl NatsConn {
                 break head;
             }
             match self.reader.op(&head) {
-                Op::Ping => encode::write_pong(&mut self.out),
+                Op::Ping => encode::write_pong(self.link.out()),
                 Op::Pong => self.pongs += 1,
                 Op::Err(e) => return Err(err_line(e)),
                 _ => {}
@@ -242,9 +226,9 @@ impl NatsConn {
         timeout: Duration,
     ) -> Result<Vec<u8>, ConnError> {
         let wildcard = format!("{inbox_prefix}*");
-        encode::write_sub(&mut self.out, wildcard.as_bytes(), sid);
+        encode::write_sub(self.link.out(), wildcard.as_bytes(), sid);
         encode::write_pub(
-            &mut self.out,
+            self.link.out(),
             subject.as_bytes(),
             inbox_prefix.as_bytes(),
             0,
@@ -279,6 +263,7 @@ fn err_line(e: &[u8]) -> ConnError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     #[test]

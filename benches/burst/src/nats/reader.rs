@@ -121,17 +121,9 @@ impl Reader {
         self.msg_prefix = Some((prefix, subject.len(), sid));
     }
 
-    /// Free space to read into; call [`Reader::filled`] with the count read.
-    pub fn spare(&mut self) -> &mut [u8] {
-        self.buf.spare()
-    }
-
-    /// Marks `n` more bytes of [`Reader::spare`] as read.
-    ///
-    /// # Panics
-    /// If `n` is more than the spare space.
-    pub fn filled(&mut self, n: usize) {
-        self.buf.filled(n);
+    /// The buffer the socket is read into (see [`crate::link::Link::fill`]).
+    pub fn buf(&mut self) -> &mut ReadBuf {
+        &mut self.buf
     }
 
     /// Copies `bytes` in as if read from the socket.

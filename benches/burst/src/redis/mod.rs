@@ -14,10 +14,8 @@ pub mod reader;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use crate::client::{tcp_connect, ConnError};
+use crate::link::Link;
 use reader::{Frame, Reader, Value};
 
 /// The default port of redis-server.
@@ -34,12 +32,10 @@ pub fn parse_url(url: &str) -> Result<SocketAddr, String> {
 
 /// One client connection.
 pub struct RedisConn {
-    /// The socket, read only into `reader` and written only from `out`.
-    stream: TcpStream,
+    /// The socket, read into `reader`; commands queued to send.
+    link: Link,
     /// Values read but not handed out yet.
     reader: Reader,
-    /// Commands queued to send, written by [`RedisConn::flush`].
-    out: Vec<u8>,
 }
 
 fn proto_error(e: reader::ProtoError) -> ConnError {
@@ -60,11 +56,10 @@ impl RedisConn {
     ) -> Result<Self, ConnError> {
         let stream = tcp_connect(addr, source).await?;
         let mut conn = Self {
-            stream,
+            link: Link::new(stream, 16 * 1024),
             reader: Reader::new(),
-            out: Vec::with_capacity(16 * 1024),
         };
-        encode::write_command(&mut conn.out, &[b"PING"]);
+        encode::write_command(conn.link.out(), &[b"PING"]);
         conn.wait_for("PONG", timeout, |frame| {
             matches!(frame, Frame::Value(Value::Simple(b"PONG")))
         })
@@ -79,7 +74,7 @@ impl RedisConn {
     /// As [`RedisConn::connect`].
     pub async fn subscribe(&mut self, channel: &[u8], timeout: Duration) -> Result<(), ConnError> {
         self.reader.expect_channel(channel);
-        encode::write_command(&mut self.out, &[b"SUBSCRIBE", channel]);
+        encode::write_command(self.link.out(), &[b"SUBSCRIBE", channel]);
         self.wait_for("the subscription", timeout, |frame| {
             let Frame::Value(Value::Array(Some(a))) = frame else {
                 return false;
@@ -120,34 +115,23 @@ impl RedisConn {
     /// The buffer of commands to send: the caller writes with [`encode`],
     /// [`RedisConn::flush`] sends.
     pub fn out(&mut self) -> &mut Vec<u8> {
-        &mut self.out
+        self.link.out()
     }
 
-    /// Writes every queued command.
+    /// See [`Link::flush`].
     ///
     /// # Errors
     /// The socket's error.
     pub async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
-            self.out.clear();
-        }
-        Ok(())
+        self.link.flush().await
     }
 
-    /// Reads once from the socket (after sending anything queued). Cancel-safe once
-    /// the queue is flushed: a cancelled read loses no bytes.
+    /// See [`Link::fill`].
     ///
     /// # Errors
     /// [`ConnError::Eof`] when the server hung up, or the socket's error.
     pub async fn fill(&mut self) -> Result<(), ConnError> {
-        self.flush().await?;
-        let n = self.stream.read(self.reader.spare()).await?;
-        if n == 0 {
-            return Err(ConnError::Eof);
-        }
-        self.reader.filled(n);
-        Ok(())
+        self.link.fill(self.reader.buf()).await
     }
 
     /// The next value already read, or `None` until [`RedisConn::fill`] reads more.
@@ -168,6 +152,7 @@ pub fn err_value(e: &[u8]) -> ConnError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     #[test]
