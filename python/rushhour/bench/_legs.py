@@ -171,23 +171,55 @@ def _progress(ctx: Context) -> bool:
     return "--progress" in _generator.flags(ctx.generator, "burst")
 
 
+def _burst(
+    ctx: Context,
+    url: str,
+    pid: int | None,
+    json_path: Path,
+    *,
+    clients: int,
+    duration: float,
+    ramp: float = 0,
+    meetings: int = 0,
+    rate: float = 0,
+    tenants: int | None = None,
+    tenant_skew: float | None = None,
+) -> list[str]:
+    """A leg's `burst` arguments against `url`: the plan's secret, participants and
+    sources, the server's PID, the progress line when the generator has it."""
+    p = ctx.plan
+    return burst_args(
+        url,
+        p.secret,
+        clients=clients,
+        ramp=ramp,
+        meetings=meetings,
+        participants=p.participants,
+        rate=rate,
+        duration=duration,
+        sources=p.sources,
+        server_pid=pid,
+        progress=_progress(ctx),
+        json_path=json_path,
+        tenants=tenants,
+        tenant_skew=tenant_skew,
+    )
+
+
 def morning(ctx: Context) -> dict[str, Any]:
     """Clients logging in over the ramp, meetings, chat at a fixed rate."""
     p = ctx.plan
     with rushhour(ctx, "morning", p.serve_args()) as (info, url, pid):
-        args = burst_args(
+        args = _burst(
+            ctx,
             url,
-            p.secret,
+            pid,
+            ctx.work / "morning.json",
             clients=p.clients,
             ramp=p.ramp,
             meetings=p.meetings,
-            participants=p.participants,
             rate=p.rate,
             duration=p.duration,
-            sources=p.sources,
-            server_pid=pid,
-            progress=_progress(ctx),
-            json_path=ctx.work / "morning.json",
         )
         timeout = burst_timeout(p.ramp, p.duration)
         run = measure(ctx, "morning", "morning", info, args, ctx.work / "morning.json", timeout, healthz=True)
@@ -198,20 +230,7 @@ def setup(ctx: Context) -> dict[str, Any]:
     """Every client at once (`--ramp 0`): sessions set up per second."""
     p = ctx.plan
     with rushhour(ctx, "setup", p.serve_args()) as (info, url, pid):
-        args = burst_args(
-            url,
-            p.secret,
-            clients=p.setup_clients,
-            ramp=0,
-            meetings=0,
-            participants=p.participants,
-            rate=0,
-            duration=SETUP_HOLD_S,
-            sources=p.sources,
-            server_pid=pid,
-            progress=_progress(ctx),
-            json_path=ctx.work / "setup.json",
-        )
+        args = _burst(ctx, url, pid, ctx.work / "setup.json", clients=p.setup_clients, duration=SETUP_HOLD_S)
         timeout = burst_timeout(0, SETUP_HOLD_S)
         run = measure(ctx, "setup", "setup", info, args, ctx.work / "setup.json", timeout, healthz=True)
     return {"runs": [run], "clients": p.setup_clients}
@@ -223,20 +242,7 @@ def idle(ctx: Context) -> dict[str, Any]:
     # The server's own admission limits: refusals would only slow the clients' arrival.
     with rushhour(ctx, "idle", []) as (info, url, pid):
         before = _settled(pid)
-        args = burst_args(
-            url,
-            p.secret,
-            clients=p.idle_clients,
-            ramp=0,
-            meetings=0,
-            participants=p.participants,
-            rate=0,
-            duration=p.idle_hold,
-            sources=p.sources,
-            server_pid=pid,
-            progress=_progress(ctx),
-            json_path=ctx.work / "idle.json",
-        )
+        args = _burst(ctx, url, pid, ctx.work / "idle.json", clients=p.idle_clients, duration=p.idle_hold)
         run = measure(ctx, "idle", "idle", info, args, ctx.work / "idle.json", burst_timeout(0, p.idle_hold))
     leg: dict[str, Any] = {"runs": [run], "clients": p.idle_clients, "rss_before_kib": None, "rss_with_kib": None}
     leg["kib_per_connection"] = None
@@ -355,19 +361,14 @@ def overload(ctx: Context) -> dict[str, Any]:
         json_path = ctx.work / f"{leg}.json"
         timeout = burst_timeout(ov.ramp, ov.duration)
         with rushhour(ctx, leg, extra) as (info, url, pid):
-            args = burst_args(
+            args = _burst(
+                ctx,
                 url,
-                p.secret,
+                pid,
+                json_path,
                 clients=ov.clients,
                 ramp=ov.ramp,
-                meetings=0,
-                participants=p.participants,
-                rate=0,
                 duration=ov.duration,
-                sources=p.sources,
-                server_pid=pid,
-                progress=_progress(ctx),
-                json_path=json_path,
                 tenants=ov.tenants,
                 tenant_skew=ov.tenant_skew,
             )

@@ -264,7 +264,7 @@ pub fn stamp(frame: &[u8], body_bytes: usize) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::wire::Requests;
+    use super::super::wire::TestWire;
     use super::*;
 
     struct Fixture {
@@ -300,13 +300,8 @@ mod tests {
     fn a_send_retried_keeps_its_cid_and_stamp_until_acknowledged() {
         let f = Fixture::new();
         let cx = f.cx();
-        let (mut sink, mut reqs, mut buf) =
-            (Vec::<Vec<u8>>::new(), Requests::default(), Vec::new());
-        let mut w = Wire {
-            sink: &mut sink,
-            reqs: &mut reqs,
-            buf: &mut buf,
-        };
+        let mut tw = TestWire::default();
+        let mut w = tw.wire();
         let mut chat = Chat::default();
         let mut c = Counts::default();
         let t0 = f.epoch + Duration::from_millis(1500);
@@ -319,8 +314,9 @@ mod tests {
         chat.retry_due(&cx, &mut w, t0 + Duration::from_millis(200), &mut c);
         chat.connection_lost(t0 + Duration::from_millis(250));
         chat.retry_due(&cx, &mut w, t0 + Duration::from_millis(250), &mut c);
-        assert_eq!(sink.len(), 3);
-        let frames: Vec<serde_json::Value> = sink
+        assert_eq!(tw.sink.len(), 3);
+        let frames: Vec<serde_json::Value> = tw
+            .sink
             .iter()
             .map(|f| serde_json::from_slice(f).unwrap())
             .collect();
@@ -347,13 +343,8 @@ mod tests {
     fn receipts_go_out_batched_and_only_when_the_cursor_moved() {
         let f = Fixture::new();
         let cx = f.cx();
-        let (mut sink, mut reqs, mut buf) =
-            (Vec::<Vec<u8>>::new(), Requests::default(), Vec::new());
-        let mut w = Wire {
-            sink: &mut sink,
-            reqs: &mut reqs,
-            buf: &mut buf,
-        };
+        let mut tw = TestWire::default();
+        let mut w = tw.wire();
         let mut chat = Chat::default();
         let every = Duration::from_secs(1);
         let t0 = f.epoch;
@@ -363,7 +354,8 @@ mod tests {
         chat.receipts(&cx, &mut w, 5, first, every);
         chat.receipts(&cx, &mut w, 5, first + every, every);
         chat.receipts(&cx, &mut w, 9, first + every * 2, every);
-        let frames: Vec<String> = sink
+        let frames: Vec<String> = tw
+            .sink
             .iter()
             .map(|f| String::from_utf8(f.clone()).unwrap())
             .collect();

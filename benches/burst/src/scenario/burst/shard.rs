@@ -246,10 +246,7 @@ async fn load(local: &Local) {
     let mut next_progress = next_second(g.epoch, Instant::now());
     loop {
         let now = Instant::now();
-        if now >= next_progress {
-            local.publish_progress();
-            next_progress += Duration::from_secs(1);
-        }
+        publish_due(local, now, &mut next_progress);
         if now >= end {
             return;
         }
@@ -271,6 +268,14 @@ async fn load(local: &Local) {
 /// that the monitor reads every thread's snapshot of the same second.
 fn next_second(epoch: Instant, now: Instant) -> Instant {
     epoch + Duration::from_secs(now.saturating_duration_since(epoch).as_secs() + 1)
+}
+
+/// Publishes this thread's progress once the second `next` has come.
+fn publish_due(local: &Local, now: Instant, next: &mut Instant) {
+    if now >= *next {
+        local.publish_progress();
+        *next += Duration::from_secs(1);
+    }
 }
 
 /// Hands one send to the next connected client in turn; `false` when none took it.
@@ -297,10 +302,7 @@ async fn drain(local: &Local) {
     let mut next_progress = next_second(g.epoch, Instant::now());
     loop {
         let now = Instant::now();
-        if now >= next_progress {
-            local.publish_progress();
-            next_progress += Duration::from_secs(1);
-        }
+        publish_due(local, now, &mut next_progress);
         if now >= deadline {
             return;
         }

@@ -99,6 +99,28 @@ impl<S: Sink> Wire<'_, S> {
     }
 }
 
+/// A [`Wire`] into a list of frames, with its requests and scratch space: what tests
+/// of the scenario's parts write through.
+#[cfg(test)]
+#[derive(Default)]
+pub struct TestWire {
+    pub sink: Vec<Vec<u8>>,
+    pub reqs: Requests,
+    pub buf: Vec<u8>,
+}
+
+#[cfg(test)]
+impl TestWire {
+    /// The wire writing into this.
+    pub fn wire(&mut self) -> Wire<'_, Vec<Vec<u8>>> {
+        Wire {
+            sink: &mut self.sink,
+            reqs: &mut self.reqs,
+            buf: &mut self.buf,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! The meeting state machine, step by step, without a socket.
 
 use super::super::plan::Shape;
-use super::super::wire::Requests;
+use super::super::wire::TestWire;
 use super::*;
 
 /// One meeting of three (clients 0, 1, 2), times from `t0`.
@@ -68,12 +68,8 @@ const ROSTER: &str = r#"{"op":"reply","id":2,"ok":true,"meeting":"m-1","particip
 fn the_host_creates_shares_joins_and_opens_a_connection_to_each_peer() {
     let f = Fixture::new();
     let cx = f.cx(0, None);
-    let (mut sink, mut reqs, mut buf) = (Vec::<Vec<u8>>::new(), Requests::default(), Vec::new());
-    let mut w = Wire {
-        sink: &mut sink,
-        reqs: &mut reqs,
-        buf: &mut buf,
-    };
+    let mut tw = TestWire::default();
+    let mut w = tw.wire();
     let mut m = Meeting::new(0, 0);
     let mut c = Counts::default();
     m.work(&cx, &mut w, f.t0);
@@ -118,7 +114,7 @@ fn the_host_creates_shares_joins_and_opens_a_connection_to_each_peer() {
     m.on_signal_answer(&cx, 1, Err(Some(Duration::from_millis(50))), at, &mut c);
     assert_eq!(m.next_due(&cx), Some(at + Duration::from_millis(50)));
     m.work(&cx, &mut w, at + Duration::from_millis(50));
-    let frames = text(&sink);
+    let frames = text(&tw.sink);
     assert_eq!(frames[0]["op"], "meeting.create");
     assert_eq!(frames[0]["key"], f.plan.meetings[0].key);
     assert_eq!(
@@ -153,12 +149,8 @@ fn the_host_creates_shares_joins_and_opens_a_connection_to_each_peer() {
 fn participants_wait_for_the_id_retry_refused_joins_and_rejoin_with_their_seat() {
     let f = Fixture::new();
     let cx = f.cx(1, Some(Duration::from_millis(500)));
-    let (mut sink, mut reqs, mut buf) = (Vec::<Vec<u8>>::new(), Requests::default(), Vec::new());
-    let mut w = Wire {
-        sink: &mut sink,
-        reqs: &mut reqs,
-        buf: &mut buf,
-    };
+    let mut tw = TestWire::default();
+    let mut w = tw.wire();
     let mut m = Meeting::new(0, 1);
     let mut c = Counts::default();
     let at = f.t0 + Duration::from_secs(2);
@@ -219,12 +211,8 @@ fn participants_wait_for_the_id_retry_refused_joins_and_rejoin_with_their_seat()
 fn a_participant_alone_does_not_spin_on_steady_signals() {
     let f = Fixture::new();
     let cx = f.cx(0, Some(Duration::from_millis(100)));
-    let (mut sink, mut reqs, mut buf) = (Vec::<Vec<u8>>::new(), Requests::default(), Vec::new());
-    let mut w = Wire {
-        sink: &mut sink,
-        reqs: &mut reqs,
-        buf: &mut buf,
-    };
+    let mut tw = TestWire::default();
+    let mut w = tw.wire();
     let mut m = Meeting::new(0, 0);
     let mut c = Counts::default();
     let at = f.t0 + Duration::from_secs(1);
