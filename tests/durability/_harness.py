@@ -158,7 +158,8 @@ def dumps(obj: object) -> str:
 class WsClient:
     """A WebSocket client over a Trio socket: JSON text frames in and out, nothing hidden.
 
-    Pings are answered. A Close from the server ends the connection with
+    Pings are answered, whenever they come: sends go one at a time (`_sending`), since
+    a reading task may answer a ping while another task sends. A Close from the server ends the connection with
     `ConnectionLost(code)`; `close()` runs the client-side close handshake and returns
     what arrived before the server's Close.
     """
@@ -169,6 +170,7 @@ class WsClient:
     fragments: bytearray | None = None
     close_code: int | None = None
     _next_id: int = 0
+    _sending: trio.Lock = field(default_factory=trio.Lock)
 
     @classmethod
     async def connect(cls, host: str, port: int, path: str = "/ws", *, rcvbuf: int | None = None) -> WsClient:
@@ -222,7 +224,8 @@ class WsClient:
 
     async def _send_bytes(self, data: bytes) -> None:
         try:
-            await self.stream.send_all(data)
+            async with self._sending:
+                await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             raise ConnectionLost(None, f"send: {e!r}") from e
 
