@@ -91,8 +91,8 @@ pub struct Broker {
     pub(crate) parked: crate::resume::Parked,
     /// Rooms of each (tenant, user), for `unread` and presence.
     pub(crate) memberships: HashMap<(Arc<str>, Arc<str>), std::collections::HashSet<RoomId>>,
-    /// Open connections of each online (tenant, user).
-    pub(crate) online: HashMap<(Arc<str>, Arc<str>), u32>,
+    /// The connections with an open session of each online (tenant, user).
+    pub(crate) online: HashMap<(Arc<str>, Arc<str>), Vec<ConnId>>,
     /// Rooms with receipt or presence updates waiting for the next flush.
     pub(crate) dirty_rooms: std::collections::HashSet<RoomId>,
     /// Which connection holds each meeting seat, for relaying signals.
@@ -200,7 +200,7 @@ impl Broker {
         let c = self.conns.remove(&conn)?;
         if let Some(s) = &c.session {
             let (tenant, user) = (s.tenant.clone(), s.user.clone());
-            self.count_connection(&tenant, &user, false);
+            self.count_connection(&tenant, &user, conn, false);
         }
         let out = c.out.clone();
         self.park(c);
@@ -238,7 +238,7 @@ impl Broker {
         let session = Session::new(tenant, user, rooms, sends)?;
         let (tenant, user) = (session.tenant.clone(), session.user.clone());
         c.session = Some(session);
-        self.count_connection(&tenant, &user, true);
+        self.count_connection(&tenant, &user, conn, true);
         Ok(())
     }
 

@@ -361,14 +361,12 @@ impl Broker {
 
     /// Ends the subscriptions of every connection of `user` to a room it left: pushes
     /// belong to members (**Reading**: `leave` on one device leaves on all).
-    fn unsubscribe_user(&mut self, room: RoomId, user: &Arc<str>) {
-        let conns: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.subs.contains_key(&room))
-            .filter(|(_, c)| c.session.as_ref().is_some_and(|s| &s.user == user))
-            .map(|(id, _)| *id)
-            .collect();
+    fn unsubscribe_user(&mut self, room: RoomId, tenant: &Arc<str>, user: &Arc<str>) {
+        let conns = self
+            .online
+            .get(&(tenant.clone(), user.clone()))
+            .cloned()
+            .unwrap_or_default();
         for conn in conns {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.subs.remove(&room);
@@ -400,7 +398,7 @@ impl Broker {
                     if self.is_online(&tenant, &user) {
                         self.note_presence(room_id, &user, false);
                     }
-                    self.unsubscribe_user(room_id, &user);
+                    self.unsubscribe_user(room_id, &tenant, &user);
                 }
             }
             Err(e) if e.code() == "not_found" => {}

@@ -48,26 +48,30 @@ impl Broker {
         self.online.contains_key(&(tenant.clone(), user.clone()))
     }
 
-    /// One more (or one fewer) open connection of a user: its first and its last change
-    /// its presence in every room it is a member of.
-    pub(crate) fn count_connection(&mut self, tenant: &Arc<str>, user: &Arc<str>, opened: bool) {
+    /// A user's session opened (or ended) on `conn`: its first and its last connection
+    /// change its presence in every room it is a member of.
+    pub(crate) fn count_connection(
+        &mut self,
+        tenant: &Arc<str>,
+        user: &Arc<str>,
+        conn: ConnId,
+        opened: bool,
+    ) {
         let key = (tenant.clone(), user.clone());
         let now_online = if opened {
-            let n = self.online.entry(key.clone()).or_insert(0);
-            *n += 1;
-            *n == 1
+            let conns = self.online.entry(key.clone()).or_default();
+            conns.push(conn);
+            conns.len() == 1
         } else {
-            match self.online.get_mut(&key) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    return;
-                }
-                Some(_) => {
-                    self.online.remove(&key);
-                    false
-                }
-                None => return,
+            let Some(conns) = self.online.get_mut(&key) else {
+                return;
+            };
+            conns.retain(|c| *c != conn);
+            if !conns.is_empty() {
+                return;
             }
+            self.online.remove(&key);
+            false
         };
         if !opened || now_online {
             let rooms: Vec<_> = self

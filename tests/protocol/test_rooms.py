@@ -143,6 +143,26 @@ def test_unsubscribe_stops_pushes_and_leave_ends_membership(alice: object, bob: 
     assert request(bob, {"op": "history", "id": 5, "room": "u2"})["ok"]  # type: ignore[arg-type]  # no msg pushed before
 
 
+def test_leave_on_one_device_stops_pushes_on_all(
+    server: ServerProcess, tenant: str, alice: object, bob: object
+) -> None:
+    # Bob's phone and laptop both subscribe; the laptop's other room proves the order.
+    with ws_connect(server.url) as laptop:
+        hello(laptop, server.token("bob", tenant))
+        for ws in (bob, laptop):
+            request(ws, {"op": "subscribe", "id": 1, "room": "d"})  # type: ignore[arg-type]
+        request(laptop, {"op": "subscribe", "id": 2, "room": "d2"})  # type: ignore[arg-type]
+        assert request(bob, {"op": "leave", "id": 3, "room": "d"}) == {"op": "reply", "id": 3, "ok": True}  # type: ignore[arg-type]
+        send(alice, "d", "c1", "after the leave")
+        send(alice, "d2", "c2", "marker", rid=101)
+        pushed = recv_op(laptop, "msg")
+        assert (pushed["room"], pushed["body"]) == ("d2", "marker")  # nothing from "d" came first
+        # Joining again (a subscribe) brings the pushes back on that connection.
+        request(laptop, {"op": "subscribe", "id": 4, "room": "d"})  # type: ignore[arg-type]
+        send(alice, "d", "c3", "back", rid=102)
+        assert recv_op(laptop, "msg")["body"] == "back"
+
+
 def test_rooms_claim_is_enforced(server: ServerProcess, tenant: str) -> None:
     with ws_connect(server.url) as ws:
         hello(ws, server.token("carol", tenant, rooms=["team-*", "general"]))
