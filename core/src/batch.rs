@@ -210,18 +210,10 @@ impl Broker {
     ) {
         match action {
             Action::Send(conn, frame, priority) => {
-                if let Some(c) = self.conns.get(&conn) {
-                    let out = c.out.clone();
-                    ob.push_with(&out, frame, priority);
-                }
+                self.send_frames(vec![conn], frame, priority, ob)
             }
             Action::SendMany(conns, frame, priority) => {
-                for conn in conns {
-                    if let Some(c) = self.conns.get(&conn) {
-                        let out = c.out.clone();
-                        ob.push_with(&out, frame.clone(), priority);
-                    }
-                }
+                self.send_frames(conns, frame, priority, ob)
             }
             Action::Route {
                 meeting,
@@ -235,8 +227,10 @@ impl Broker {
             } => self.seat_routes.remove(&meeting, &participant),
             Action::PutState { space, key, value } => {
                 match self.store.put_state(&space, &key, value.as_deref()) {
-                    Ok(lsn) => self.last_lsn = lsn,
+                    Ok(lsn) => (self.last_lsn, self.state_lsn) = (lsn, lsn),
                     Err(e) => {
+                        // Never durable: the frames after it fail with the log's failure.
+                        self.state_lsn = self.last_lsn + 1;
                         if !submitted.state_failed.swap(true, Ordering::Relaxed) {
                             eprintln!("rushhour: meeting state not saved: {e}");
                         }
@@ -268,7 +262,11 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{encode_client_frame, Decoder, Message, Opcode, Role};
+    use crate::codec::{close_code, encode_client_frame, Decoder, Message, Opcode, Role};
+    use crate::error::Result;
+    use crate::ids::{RoomId, Seq};
+    use crate::log::{Durability, Lsn};
+    use crate::store::{MessageStore, StoredMessage};
     use crate::{ConnKind, Limits, MemoryStore};
 
     const NOW: Now = Now {
@@ -278,6 +276,80 @@ mod tests {
 
     fn broker() -> Broker {
         Broker::new(Limits::default(), Box::new(MemoryStore::new(16)))
+    }
+
+    /// A store in memory whose writes become durable only when the test says so, like
+    /// the log between two group commits.
+    struct Lagging {
+        inner: MemoryStore,
+        durability: Arc<Durability>,
+    }
+
+    impl MessageStore for Lagging {
+        fn append(
+            &mut self,
+            msg: StoredMessage,
+            t: &Arc<str>,
+            n: &Arc<str>,
+            body: &str,
+        ) -> Result<Lsn> {
+            self.inner.append(msg, t, n, body)
+        }
+        fn member(
+            &mut self,
+            r: RoomId,
+            t: &Arc<str>,
+            n: &Arc<str>,
+            u: &str,
+            j: bool,
+        ) -> Result<Lsn> {
+            self.inner.member(r, t, n, u, j)
+        }
+        fn cursor(
+            &mut self,
+            r: RoomId,
+            t: &Arc<str>,
+            n: &Arc<str>,
+            u: &str,
+            c: (u64, u64),
+        ) -> Result<Lsn> {
+            self.inner.cursor(r, t, n, u, c)
+        }
+        fn put_state(&mut self, space: &str, key: &str, value: Option<&str>) -> Result<Lsn> {
+            match self.durability.failed() {
+                Some(reason) => Err(crate::Error::Internal(reason.to_string().into())),
+                None => self.inner.put_state(space, key, value),
+            }
+        }
+        fn states(&self, space: &str) -> Vec<(String, String)> {
+            self.inner.states(space)
+        }
+        fn range(&self, room: RoomId, from: Seq, to: Seq) -> Vec<StoredMessage> {
+            self.inner.range(room, from, to)
+        }
+        fn first_seq(&self, room: RoomId, last_seq: Seq) -> Seq {
+            self.inner.first_seq(room, last_seq)
+        }
+        fn find_cid(&self, room: RoomId, from: &str, cid: &str) -> Option<(Seq, u64)> {
+            self.inner.find_cid(room, from, cid)
+        }
+        fn durability(&self) -> &Arc<Durability> {
+            &self.durability
+        }
+    }
+
+    fn lagging() -> (Broker, Arc<Durability>) {
+        let durability = Arc::new(Durability::default());
+        let store = Lagging {
+            inner: MemoryStore::new(16),
+            durability: durability.clone(),
+        };
+        (Broker::new(Limits::default(), Box::new(store)), durability)
+    }
+
+    /// What the engine does after applying batches and after each group commit.
+    fn release(b: &mut Broker) {
+        b.release(&mut Outbox::new(NOW.mono_ms, 30_000));
     }
 
     fn apply(b: &mut Broker, batch: Batch) -> Applied {
@@ -365,5 +437,68 @@ mod tests {
         let applied = apply(&mut b, batch);
         assert!(applied.events.is_empty());
         assert_eq!(applied.resume.len(), 1, "nothing left: it is read again");
+    }
+
+    #[test]
+    fn frames_after_a_state_record_wait_until_it_is_durable() {
+        let (mut b, durability) = lagging();
+        let out = b.attach(None, ConnKind::Session, NOW);
+        let mut batch = Batch::default();
+        batch.send_text(out.conn, r#"{"op":"before"}"#, Priority::Normal);
+        batch.put_state("meetings", "m-1", Some("{}"));
+        batch.send_text(out.conn, r#"{"op":"reply","id":1}"#, Priority::Normal);
+        apply(&mut b, batch);
+        release(&mut b);
+        assert_eq!(queued(&out), [r#"{"op":"before"}"#], "not acknowledged yet");
+
+        // A frame with no record of its own still keeps its place behind the reply.
+        let mut batch = Batch::default();
+        batch.send_text(out.conn, r#"{"op":"later"}"#, Priority::Normal);
+        apply(&mut b, batch);
+        release(&mut b);
+        assert_eq!(queued(&out).len(), 1);
+
+        durability.reached(b.last_lsn);
+        release(&mut b);
+        let sent = [
+            r#"{"op":"before"}"#,
+            r#"{"op":"reply","id":1}"#,
+            r#"{"op":"later"}"#,
+        ];
+        assert_eq!(queued(&out), sent);
+        let mut batch = Batch::default();
+        batch.send_text(out.conn, r#"{"op":"now"}"#, Priority::Normal);
+        apply(&mut b, batch);
+        assert_eq!(queued(&out).len(), 4, "nothing waits: at once");
+    }
+
+    #[test]
+    fn frames_after_a_record_the_log_lost_close_their_connections() {
+        let (mut b, durability) = lagging();
+        let (a, c) = (
+            b.attach(None, ConnKind::Session, NOW),
+            b.attach(None, ConnKind::Session, NOW),
+        );
+        let mut batch = Batch::default();
+        batch.put_state("meetings", "m-1", Some("{}"));
+        batch.send_text(a.conn, r#"{"op":"reply","id":1}"#, Priority::Normal);
+        apply(&mut b, batch);
+        durability.fail("disk full".into());
+        release(&mut b);
+        assert!(queued(&a).is_empty(), "never acknowledged");
+        assert_eq!(b.conns[&a.conn].closing, Some(close_code::INTERNAL));
+
+        // A record refused outright: the same; a frame after no record still goes out.
+        let mut batch = Batch::default();
+        batch.put_state("meetings", "m-2", Some("{}"));
+        batch.send_text(c.conn, r#"{"op":"reply","id":2}"#, Priority::Normal);
+        apply(&mut b, batch);
+        release(&mut b);
+        assert_eq!(b.conns[&c.conn].closing, Some(close_code::INTERNAL));
+        let d = b.attach(None, ConnKind::Session, NOW);
+        let mut batch = Batch::default();
+        batch.send_text(d.conn, r#"{"op":"welcome"}"#, Priority::Normal);
+        apply(&mut b, batch);
+        assert_eq!(queued(&d), [r#"{"op":"welcome"}"#]);
     }
 }

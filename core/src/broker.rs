@@ -87,6 +87,11 @@ pub struct Broker {
     pub(crate) waiting: std::collections::VecDeque<Waiting>,
     /// The newest log position written.
     pub(crate) last_lsn: Lsn,
+    /// Log position of the session layer's last state record: its frames queued after
+    /// it wait until it is durable.
+    pub(crate) state_lsn: Lsn,
+    /// Frames of the session layer among the effects waiting for the log.
+    pub(crate) frames_waiting: usize,
     /// Subscriptions of ended connections, for `hello.resume`.
     pub(crate) parked: crate::resume::Parked,
     /// Rooms of each (tenant, user), for `unread` and presence.
@@ -130,6 +135,8 @@ impl Broker {
             stats: Stats::default(),
             waiting: std::collections::VecDeque::new(),
             last_lsn: 0,
+            state_lsn: 0,
+            frames_waiting: 0,
             parked: crate::resume::Parked::default(),
             memberships,
             online: HashMap::new(),

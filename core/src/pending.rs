@@ -2,8 +2,13 @@
 //! `last_seq`, its fan-out) and its `send` is answered only once the log position of the
 //! write is durable. Effects are released in log order, so the room order holds.
 //!
+//! Frames of the session layer queued after one of its state records (a meeting's
+//! reply, its events) wait the same way: a reply must not acknowledge a record that a
+//! crash could still lose.
+//!
 //! When the log fails instead, every waiting `send` gets `internal` and nothing of it
-//! becomes visible: it was never acknowledged.
+//! becomes visible: it was never acknowledged. The connections of waiting frames are
+//! closed 1011: what they were about to be told is not stored.
 
 use std::sync::Arc;
 
@@ -11,12 +16,13 @@ use bytes::Bytes;
 
 use crate::broker::Broker;
 use crate::chat::Accepted;
+use crate::codec::close_code;
 use crate::error::Error;
 use crate::fanout::Outbox;
 use crate::frames::JsonFrame;
 use crate::ids::{ConnId, RoomId, Seq};
 use crate::log::Lsn;
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, Priority};
 
 /// What to do once a log position is durable.
 #[derive(Debug)]
@@ -33,6 +39,12 @@ pub(crate) enum Effect {
         conn: ConnId,
         id: Option<i64>,
         accepted: Accepted,
+    },
+    /// A frame of the session layer, for each of `conns`.
+    Frames {
+        conns: Vec<ConnId>,
+        frame: Bytes,
+        priority: Priority,
     },
 }
 
@@ -51,6 +63,9 @@ impl Broker {
         let durable = durability.durable();
         while self.waiting.front().is_some_and(|w| w.lsn <= durable) {
             let w = self.waiting.pop_front().expect("checked above");
+            if matches!(w.effect, Effect::Frames { .. }) {
+                self.frames_waiting -= 1;
+            }
             self.apply(w.effect, ob);
         }
         if self.waiting.is_empty() {
@@ -62,11 +77,47 @@ impl Broker {
         let err =
             Error::Internal(format!("not stored: the log is not taking writes ({reason})").into());
         while let Some(w) = self.waiting.pop_front() {
-            if let Effect::Reply { conn, id, .. } = w.effect {
-                self.settle(conn, id);
-                self.reply_error(conn, id, &err, ob);
+            match w.effect {
+                Effect::Reply { conn, id, .. } => {
+                    self.settle(conn, id);
+                    self.reply_error(conn, id, &err, ob);
+                }
+                Effect::Frames { conns, .. } => {
+                    self.frames_waiting -= 1;
+                    for conn in conns {
+                        self.close(conn, close_code::INTERNAL, "not stored", false, ob);
+                    }
+                }
+                Effect::Message { .. } => {}
             }
         }
+        // Every record the frames waited for has failed: later frames wait for later ones.
+        self.state_lsn = 0;
+    }
+
+    /// Queues a frame of the session layer for `conns` (those gone or closing are
+    /// skipped): now, unless a state record before it is not durable yet or frames
+    /// before it still wait; then after them, in order.
+    pub(crate) fn send_frames(
+        &mut self,
+        conns: Vec<ConnId>,
+        frame: Bytes,
+        priority: Priority,
+        ob: &mut Outbox,
+    ) {
+        let effect = Effect::Frames {
+            conns,
+            frame,
+            priority,
+        };
+        if self.frames_waiting == 0 && self.state_lsn <= self.store.durability().durable() {
+            return self.apply(effect, ob);
+        }
+        self.frames_waiting += 1;
+        self.waiting.push_back(Waiting {
+            lsn: self.last_lsn,
+            effect,
+        });
     }
 
     fn apply(&mut self, effect: Effect, ob: &mut Outbox) {
@@ -94,6 +145,18 @@ impl Broker {
                         .bool("duplicate", accepted.duplicate)
                         .finish();
                     ob.push(&out, reply);
+                }
+            }
+            Effect::Frames {
+                conns,
+                frame,
+                priority,
+            } => {
+                for conn in conns {
+                    if let Some(c) = self.conns.get(&conn) {
+                        let out = c.out.clone();
+                        ob.push_with(&out, frame.clone(), priority);
+                    }
                 }
             }
         }

@@ -247,6 +247,13 @@ async def test_full_disk_fails_sends_keeps_reads_and_loses_nothing(tmp_path: Pat
                 while_degraded = await read_rooms(server, "reader")
                 problems = log_problems(while_degraded, outcome)
                 assert not problems, "while degraded:\n" + "\n".join(problems[:20])
+                # A meeting cannot be stored either: never acknowledged, its connection closes 1011.
+                host = await WsClient.connect(server.host, server.port)
+                await host.hello(token("alice"))
+                with pytest.raises(ConnectionLost) as lost:
+                    await host.request({"op": "meeting.create", "title": "while degraded"})
+                assert lost.value.code == 1011, lost.value
+                await host.aclose()
 
                 # Space again, but the server stays read-only until restarted.
                 assert await holder.command("grow") == "grown"

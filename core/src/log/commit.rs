@@ -137,7 +137,7 @@ impl Durability {
         self.moved.notify_all();
     }
 
-    pub(super) fn fail(&self, reason: String) {
+    pub(crate) fn fail(&self, reason: String) {
         let mut p = lock(&self.progress);
         if p.failed.is_none() {
             eprintln!("rushhour: log stopped taking writes: {reason}");

@@ -48,7 +48,8 @@ class LogMeetingStore:
     """A `MeetingStore` in the server's durable log: each `save` / `delete` is a record,
     queued with the turn's other work for the core, that the next group commit makes
     durable (within milliseconds, without blocking the caller), and a clean shutdown
-    waits for. Survives restarts; read back at start.
+    waits for. The frames queued after it (the op's reply) wait in the core until it is
+    durable. Survives restarts; read back at start.
     """
 
     def __init__(self, turn: Turn) -> None:
