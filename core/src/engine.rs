@@ -5,7 +5,7 @@
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::accept::Listener;
 use crate::batch::{Applied, Batch, Submitted};
@@ -462,22 +462,30 @@ impl Engine {
     /// reach the sockets and the log's last records to be durable. Returns whether
     /// everything was flushed.
     pub fn shutdown(&self, code: u16, reason: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        // What the session layer submitted last (a seat's record…) goes in first, and the
+        // frames waiting for it (a join's reply) go out before the close frames.
         let (durability, last) = self.with(|b, now, ob| {
-            // What the session layer submitted last (a seat's record…) goes in first.
             b.apply_submitted(&self.submitted, now, ob);
-            b.close_all(code, reason, ob);
             (b.store.durability().clone(), b.last_lsn)
+        });
+        let mut logged = durability.wait(last, left()).is_ok();
+        let last = self.with(|b, _, ob| {
+            b.release(ob);
+            b.close_all(code, reason, ob);
+            b.last_lsn
         });
         // Sends still in the group commit move their senders' cursors once durable:
         // wait for them, release them, then log the cursors once more and wait again.
-        let mut logged = durability.wait(last, timeout).is_ok();
+        logged &= durability.wait(last, left()).is_ok();
         let last = self.with(|b, _, ob| {
             b.release(ob);
             b.flush_receipts(ob);
             b.last_lsn
         });
-        logged &= durability.wait(last, timeout).is_ok();
-        self.writer.wait_flushed(timeout) && logged
+        logged &= durability.wait(last, left()).is_ok();
+        self.writer.wait_flushed(left()) && logged
     }
 
     /// Nanoseconds the socket writer has spent writing (see [`Writer::busy_ns`]).
