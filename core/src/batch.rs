@@ -501,4 +501,44 @@ mod tests {
         apply(&mut b, batch);
         assert_eq!(queued(&d), [r#"{"op":"welcome"}"#]);
     }
+
+    #[test]
+    fn what_the_core_sends_meanwhile_keeps_its_place_behind_waiting_frames() {
+        let (mut b, durability) = lagging();
+        let (a, c) = (
+            b.attach(None, ConnKind::Session, NOW),
+            b.attach(None, ConnKind::Session, NOW),
+        );
+        for (out, user) in [(&a, "alice"), (&c, "bob")] {
+            b.open_session(out.conn, "acme", user, None, NOW).unwrap();
+        }
+        let mut batch = Batch::default();
+        batch.route_seat("m-1", "p-a", Some(a.conn), false);
+        batch.route_seat("m-1", "p-c", Some(c.conn), false);
+        batch.put_state("meetings", "m-1/p-c", Some("{}"));
+        batch.send_text(c.conn, r#"{"op":"reply","id":1}"#, Priority::Urgent);
+        apply(&mut b, batch);
+        // A signal the core relays, and a frame sent without a batch, while that waits.
+        let signal = br#"{"op":"signal","id":7,"meeting":"m-1","to":"p-c","data":{"n":1}}"#;
+        let mut ob = Outbox::new(NOW.mono_ms, 30_000);
+        let frame = encode_client_frame(Opcode::Text, signal, [1, 2, 3, 4]);
+        assert!(matches!(
+            b.feed(a.conn, &frame, NOW, &mut ob),
+            Inbound::Idle
+        ));
+        assert!(b.send_text(c.conn, r#"{"op":"direct"}"#, Priority::Normal, &mut ob));
+        release(&mut b);
+        assert!(queued(&c).is_empty() && queued(&a).is_empty());
+
+        durability.reached(b.last_lsn);
+        release(&mut b);
+        let got = queued(&c);
+        assert_eq!(got[0], r#"{"op":"reply","id":1}"#);
+        assert!(
+            got[1].starts_with(r#"{"op":"signal","meeting":"m-1","from":"p-a""#),
+            "{got:?}"
+        );
+        assert_eq!(got[2], r#"{"op":"direct"}"#);
+        assert_eq!(queued(&a).len(), 1, "the signal's reply");
+    }
 }

@@ -19,7 +19,7 @@ use crate::ids::{ConnId, RoomId};
 use crate::inbound::{ClientFrame, ParseError};
 use crate::limits::{Limits, TokenBucket};
 use crate::log::Lsn;
-use crate::outbound::{Outbound, Priority, Push};
+use crate::outbound::{Outbound, Priority};
 use crate::pending::Waiting;
 use crate::room::Rooms;
 use crate::store::MessageStore;
@@ -398,7 +398,7 @@ impl Broker {
             return false;
         };
         let out = c.out.clone();
-        let queued = ob.push_with(&out, frames::text(json), priority) == Push::Queued;
+        let queued = self.push_in_order(&out, frames::text(json), priority, ob);
         self.reap_overflowed(ob);
         queued
     }

@@ -4,7 +4,8 @@
 //!
 //! Frames of the session layer queued after one of its state records (a meeting's
 //! reply, its events) wait the same way: a reply must not acknowledge a record that a
-//! crash could still lose.
+//! crash could still lose. While any wait, the frames the core makes for a connection
+//! itself (relayed signals, direct sends) queue behind them, so that order holds.
 //!
 //! When the log fails instead, every waiting `send` gets `internal` and nothing of it
 //! becomes visible: it was never acknowledged. The connections of waiting frames are
@@ -22,7 +23,7 @@ use crate::fanout::Outbox;
 use crate::frames::JsonFrame;
 use crate::ids::{ConnId, RoomId, Seq};
 use crate::log::Lsn;
-use crate::outbound::{Outbound, Priority};
+use crate::outbound::{Outbound, Priority, Push};
 
 /// What to do once a log position is durable.
 #[derive(Debug)]
@@ -113,6 +114,38 @@ impl Broker {
         if self.frames_waiting == 0 && self.state_lsn <= self.store.durability().durable() {
             return self.apply(effect, ob);
         }
+        self.defer(effect);
+    }
+
+    /// Queues a frame for `out` now or, while frames of the session layer wait for the
+    /// log, behind them: a connection's frames keep their order (a signal relayed by the
+    /// core never overtakes the rejoin reply and held signals before it). Returns false
+    /// when the connection is closing or its queue refused the frame.
+    pub(crate) fn push_in_order(
+        &mut self,
+        out: &Arc<Outbound>,
+        frame: Bytes,
+        priority: Priority,
+        ob: &mut Outbox,
+    ) -> bool {
+        if self.frames_waiting == 0 {
+            return ob.push_with(out, frame, priority) == Push::Queued;
+        }
+        let open = self
+            .conns
+            .get(&out.conn)
+            .is_some_and(|c| c.closing.is_none());
+        if open {
+            self.defer(Effect::Frames {
+                conns: vec![out.conn],
+                frame,
+                priority,
+            });
+        }
+        open
+    }
+
+    fn defer(&mut self, effect: Effect) {
         self.frames_waiting += 1;
         self.waiting.push_back(Waiting {
             lsn: self.last_lsn,

@@ -139,15 +139,12 @@ impl Broker {
             .str("from", from)
             .raw("data", data.as_bytes())
             .finish();
-        ob.push_with(&out, signal, Priority::Urgent);
+        self.push_in_order(&out, signal, Priority::Urgent, ob);
         self.stats.signals_relayed += 1;
-        if let (Some(id), Some(sender)) = (id, self.conns.get(&conn)) {
+        if let (Some(id), Some(sender)) = (id, self.conns.get(&conn).map(|c| c.out.clone())) {
             // Meeting traffic, like the replies the session layer sends.
-            ob.push_with(
-                &sender.out,
-                JsonFrame::reply(id, 0).finish(),
-                Priority::Urgent,
-            );
+            let reply = JsonFrame::reply(id, 0).finish();
+            self.push_in_order(&sender, reply, Priority::Urgent, ob);
         }
         true
     }
