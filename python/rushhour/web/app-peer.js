@@ -5,7 +5,8 @@
 //
 // Every signal names the peer connection that sent it (`pc`) and, once known, the one
 // it is for (`to`): a reloaded page keeps its participant id but starts a new peer
-// connection, and its first offer tells the other side to start afresh too.
+// connection, and its first offer tells the other side to start afresh too. A side
+// without media (a broadcast's viewer) receives only.
 
 /** Loopback and LAN meshes need no STUN or TURN server. */
 const RTC_CONFIG = {iceServers: []};
@@ -34,7 +35,8 @@ export class Peer {
    * @param {MediaStream | null} options.stream local media to send
    * @param {(data: object) => void} options.send relays a signal to the remote side
    * @param {(stream: MediaStream) => void} options.onStream the remote media arrived
-   * @param {(state: string) => void} options.onState connectionState changed
+   * @param {(state: string) => void} options.onState connectionState changed; it may
+   *   close the peer (then ICE is not restarted)
    */
   constructor({polite, stream, send, onStream, onState}) {
     this.#polite = polite;
@@ -55,8 +57,8 @@ export class Peer {
     pc.onicecandidate = ({candidate}) => candidate && this.#signal({candidate: candidate.toJSON()});
     pc.ontrack = ({track, streams}) => onStream(streams[0] ?? new MediaStream([track]));
     pc.onconnectionstatechange = () => {
-      if (pc.connectionState === 'failed') pc.restartIce();
       onState(pc.connectionState);
+      if (pc.connectionState === 'failed' && pc.signalingState !== 'closed') pc.restartIce();
     };
   }
 
@@ -71,6 +73,24 @@ export class Peer {
     this.#queue = this.#queue
       .then(() => this.#handle(data))
       .catch((error) => this.#pc.signalingState !== 'closed' && console.error('rushhour: signal failed', error));
+  }
+
+  /** The peer connection's connectionState. */
+  get state() {
+    return this.#pc.connectionState;
+  }
+
+  /** Sends `stream` too from now on (this side became a presenter): renegotiates. */
+  publish(stream) {
+    this.#stream = stream;
+    if (!this.#attached) return; // #attach will add it
+    // Each track takes an unused receive-only transceiver of its kind, if any.
+    for (const track of stream.getTracks()) this.#pc.addTrack(track, stream);
+  }
+
+  /** Tells the remote side to forget this peer connection: this side is going. */
+  bye() {
+    this.#signal({bye: true});
   }
 
   close() {

@@ -102,14 +102,17 @@ function start(token) {
     input.value = '';
     location.hash = `room=${encodeURIComponent(room)}`;
   });
-  byId('new-meeting').addEventListener('click', async () => {
+  async function createMeeting(kind, mode) {
     try {
-      const {meeting: id} = await client.createMeeting({title: `${client.user}'s meeting`});
+      const {meeting: id} = await client.createMeeting({title: `${client.user}'s ${kind}`, mode});
       location.hash = `meeting=${encodeURIComponent(id)}`;
     } catch (error) {
-      notify(`Cannot create a meeting: ${error.message}`);
+      notify(`Cannot create a ${kind}: ${error.message}`);
     }
-  });
+  }
+  byId('new-meeting').addEventListener('click', () => createMeeting('meeting', undefined));
+  // A webinar: the creator presents, whoever joins by the link watches.
+  byId('new-webinar').addEventListener('click', () => createMeeting('webinar', 'broadcast'));
   byId('join-meeting').addEventListener('submit', (event) => {
     event.preventDefault();
     const input = event.target.elements.link;
