@@ -25,6 +25,7 @@ use crate::fanout::Outbox;
 use crate::frames;
 use crate::ids::ConnId;
 use crate::inbox::ConnEvent;
+use crate::log::Lsn;
 use crate::outbound::{Outbound, Priority};
 use crate::sync::lock;
 
@@ -194,8 +195,12 @@ impl Broker {
     ) -> Applied {
         let batches = std::mem::take(&mut *lock(&submitted.queue));
         let mut applied = Applied::default();
-        for action in batches.into_iter().flat_map(|b| b.actions) {
-            self.apply_action(action, submitted, now, ob, &mut applied);
+        for batch in batches {
+            // The batch's last state record so far: the frames after it wait for it.
+            let mut record = None;
+            for action in batch.actions {
+                self.apply_action(action, &mut record, submitted, now, ob, &mut applied);
+            }
         }
         applied
     }
@@ -203,6 +208,7 @@ impl Broker {
     fn apply_action(
         &mut self,
         action: Action,
+        record: &mut Option<Lsn>,
         submitted: &Submitted,
         now: Now,
         ob: &mut Outbox,
@@ -210,10 +216,10 @@ impl Broker {
     ) {
         match action {
             Action::Send(conn, frame, priority) => {
-                self.send_frames(vec![conn], frame, priority, ob)
+                self.send_frames(vec![conn], frame, priority, *record, ob);
             }
             Action::SendMany(conns, frame, priority) => {
-                self.send_frames(conns, frame, priority, ob)
+                self.send_frames(conns, frame, priority, *record, ob);
             }
             Action::Route {
                 meeting,
@@ -227,10 +233,10 @@ impl Broker {
             } => self.seat_routes.remove(&meeting, &participant),
             Action::PutState { space, key, value } => {
                 match self.store.put_state(&space, &key, value.as_deref()) {
-                    Ok(lsn) => (self.last_lsn, self.state_lsn) = (lsn, lsn),
+                    Ok(lsn) => (self.last_lsn, *record) = (lsn, Some(lsn)),
                     Err(e) => {
                         // Never durable: the frames after it fail with the log's failure.
-                        self.state_lsn = self.last_lsn + 1;
+                        *record = Some(Lsn::MAX);
                         if !submitted.state_failed.swap(true, Ordering::Relaxed) {
                             eprintln!("rushhour: meeting state not saved: {e}");
                         }
@@ -528,7 +534,12 @@ mod tests {
         ));
         assert!(b.send_text(c.conn, r#"{"op":"direct"}"#, Priority::Normal, &mut ob));
         release(&mut b);
-        assert!(queued(&c).is_empty() && queued(&a).is_empty());
+        assert!(queued(&c).is_empty());
+        assert_eq!(
+            queued(&a).len(),
+            1,
+            "the signal's reply: nothing waits for alice"
+        );
 
         durability.reached(b.last_lsn);
         release(&mut b);
@@ -539,6 +550,5 @@ mod tests {
             "{got:?}"
         );
         assert_eq!(got[2], r#"{"op":"direct"}"#);
-        assert_eq!(queued(&a).len(), 1, "the signal's reply");
     }
 }

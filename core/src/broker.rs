@@ -87,11 +87,6 @@ pub struct Broker {
     pub(crate) waiting: std::collections::VecDeque<Waiting>,
     /// The newest log position written.
     pub(crate) last_lsn: Lsn,
-    /// Log position of the session layer's last state record: its frames queued after
-    /// it wait until it is durable.
-    pub(crate) state_lsn: Lsn,
-    /// Frames of the session layer among the effects waiting for the log.
-    pub(crate) frames_waiting: usize,
     /// Subscriptions of ended connections, for `hello.resume`.
     pub(crate) parked: crate::resume::Parked,
     /// Rooms of each (tenant, user), for `unread` and presence.
@@ -135,8 +130,6 @@ impl Broker {
             stats: Stats::default(),
             waiting: std::collections::VecDeque::new(),
             last_lsn: 0,
-            state_lsn: 0,
-            frames_waiting: 0,
             parked: crate::resume::Parked::default(),
             memberships,
             online: HashMap::new(),
@@ -169,6 +162,7 @@ impl Broker {
             inflight: 0,
             last_recv_ms: now.mono_ms,
             closing: None,
+            frames_waiting: 0,
         };
         self.conns.insert(id, conn);
         if kind == ConnKind::Session {

@@ -107,6 +107,8 @@ pub struct Conn {
     pub last_recv_ms: u64,
     /// The close code once closing; no more input is processed.
     pub closing: Option<u16>,
+    /// Frames for it waiting for the log ([`crate::pending`]): later ones queue behind.
+    pub frames_waiting: u32,
 }
 
 #[cfg(test)]

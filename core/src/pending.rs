@@ -64,9 +64,6 @@ impl Broker {
         let durable = durability.durable();
         while self.waiting.front().is_some_and(|w| w.lsn <= durable) {
             let w = self.waiting.pop_front().expect("checked above");
-            if matches!(w.effect, Effect::Frames { .. }) {
-                self.frames_waiting -= 1;
-            }
             self.apply(w.effect, ob);
         }
         if self.waiting.is_empty() {
@@ -84,43 +81,44 @@ impl Broker {
                     self.reply_error(conn, id, &err, ob);
                 }
                 Effect::Frames { conns, .. } => {
-                    self.frames_waiting -= 1;
                     for conn in conns {
+                        self.undefer(conn);
                         self.close(conn, close_code::INTERNAL, "not stored", false, ob);
                     }
                 }
                 Effect::Message { .. } => {}
             }
         }
-        // Every record the frames waited for has failed: later frames wait for later ones.
-        self.state_lsn = 0;
     }
 
     /// Queues a frame of the session layer for `conns` (those gone or closing are
-    /// skipped): now, unless a state record before it is not durable yet or frames
-    /// before it still wait; then after them, in order.
+    /// skipped). `after` is the batch's last state record before it: while that is not
+    /// durable the frame waits for it; otherwise each connection gets it now, or behind
+    /// its frames that still wait.
     pub(crate) fn send_frames(
         &mut self,
         conns: Vec<ConnId>,
         frame: Bytes,
         priority: Priority,
+        after: Option<Lsn>,
         ob: &mut Outbox,
     ) {
-        let effect = Effect::Frames {
-            conns,
-            frame,
-            priority,
-        };
-        if self.frames_waiting == 0 && self.state_lsn <= self.store.durability().durable() {
-            return self.apply(effect, ob);
+        match after.filter(|&lsn| lsn > self.store.durability().durable()) {
+            Some(lsn) => self.defer(conns, frame, priority, lsn),
+            None => {
+                for conn in conns {
+                    if let Some(out) = self.conns.get(&conn).map(|c| c.out.clone()) {
+                        self.push_in_order(&out, frame.clone(), priority, ob);
+                    }
+                }
+            }
         }
-        self.defer(effect);
     }
 
-    /// Queues a frame for `out` now or, while frames of the session layer wait for the
-    /// log, behind them: a connection's frames keep their order (a signal relayed by the
-    /// core never overtakes the rejoin reply and held signals before it). Returns false
-    /// when the connection is closing or its queue refused the frame.
+    /// Queues a frame for `out` now or, while frames of the session layer for it wait
+    /// for the log, behind them: a connection's frames keep their order (a signal
+    /// relayed by the core never overtakes a rejoin reply and the held signals before
+    /// it). Returns false when the connection is closing or its queue refused the frame.
     pub(crate) fn push_in_order(
         &mut self,
         out: &Arc<Outbound>,
@@ -128,29 +126,40 @@ impl Broker {
         priority: Priority,
         ob: &mut Outbox,
     ) -> bool {
-        if self.frames_waiting == 0 {
-            return ob.push_with(out, frame, priority) == Push::Queued;
+        match self.conns.get(&out.conn) {
+            Some(c) if c.frames_waiting > 0 => {
+                let open = c.closing.is_none();
+                if open {
+                    // Behind what waits already: no position of its own to wait for.
+                    self.defer(vec![out.conn], frame, priority, 0);
+                }
+                open
+            }
+            _ => ob.push_with(out, frame, priority) == Push::Queued,
         }
-        let open = self
-            .conns
-            .get(&out.conn)
-            .is_some_and(|c| c.closing.is_none());
-        if open {
-            self.defer(Effect::Frames {
-                conns: vec![out.conn],
-                frame,
-                priority,
-            });
-        }
-        open
     }
 
-    fn defer(&mut self, effect: Effect) {
-        self.frames_waiting += 1;
+    fn defer(&mut self, conns: Vec<ConnId>, frame: Bytes, priority: Priority, lsn: Lsn) {
+        for conn in &conns {
+            if let Some(c) = self.conns.get_mut(conn) {
+                c.frames_waiting += 1;
+            }
+        }
         self.waiting.push_back(Waiting {
-            lsn: self.last_lsn,
-            effect,
+            lsn,
+            effect: Effect::Frames {
+                conns,
+                frame,
+                priority,
+            },
         });
+    }
+
+    /// One frame fewer waiting for `conn`; its queue if it is still attached.
+    fn undefer(&mut self, conn: ConnId) -> Option<Arc<Outbound>> {
+        let c = self.conns.get_mut(&conn)?;
+        c.frames_waiting = c.frames_waiting.saturating_sub(1);
+        Some(c.out.clone())
     }
 
     fn apply(&mut self, effect: Effect, ob: &mut Outbox) {
@@ -186,8 +195,7 @@ impl Broker {
                 priority,
             } => {
                 for conn in conns {
-                    if let Some(c) = self.conns.get(&conn) {
-                        let out = c.out.clone();
+                    if let Some(out) = self.undefer(conn) {
                         ob.push_with(&out, frame.clone(), priority);
                     }
                 }
