@@ -457,12 +457,16 @@ mod tests {
         release(&mut b);
         assert_eq!(queued(&out), [r#"{"op":"before"}"#], "not acknowledged yet");
 
-        // A frame with no record of its own still keeps its place behind the reply.
+        // A frame with no record of its own still keeps its place behind the reply; one
+        // for a connection with nothing waiting goes at once.
+        let other = b.attach(None, ConnKind::Session, NOW);
         let mut batch = Batch::default();
         batch.send_text(out.conn, r#"{"op":"later"}"#, Priority::Normal);
+        batch.send_text(other.conn, r#"{"op":"unrelated"}"#, Priority::Normal);
         apply(&mut b, batch);
         release(&mut b);
         assert_eq!(queued(&out).len(), 1);
+        assert_eq!(queued(&other), [r#"{"op":"unrelated"}"#]);
 
         durability.reached(b.last_lsn);
         release(&mut b);
