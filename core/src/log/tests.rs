@@ -121,6 +121,17 @@ fn messages_members_and_seqs_survive_a_restart() {
     assert_eq!(seqs(&log, 2), (1..=50).collect::<Vec<_>>());
     let m = &log.range(RoomId(1), Seq(7), Seq(7))[0];
     assert_eq!(m.frame, message(1, 7, "c7").frame);
+    // The window holds the newest messages, encoded as they were sent.
+    let window = &log.rooms[1].window;
+    let in_window: Vec<u64> = window.iter().map(|m| m.seq.0).collect();
+    assert_eq!(in_window, [47, 48, 49, 50]);
+    for m in window {
+        let sent = message(1, m.seq.0, &format!("c{}", m.seq.0));
+        assert_eq!(
+            (m.frame.clone(), m.ts, &*m.cid),
+            (sent.frame, sent.ts, &*sent.cid)
+        );
+    }
     assert_eq!(
         log.find_cid(RoomId(1), "alice", "c7"),
         Some((Seq(7), 1_007))
@@ -344,4 +355,18 @@ fn control_plane_values_survive_restarts_and_compaction() {
         log.states("seats"),
         vec![("s-1".to_owned(), "x".to_owned())]
     );
+}
+
+#[test]
+fn a_room_keeping_fewer_messages_than_the_window_recovers_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogOptions {
+        max_per_room: 2,
+        ..options()
+    };
+    fill(&mut open(dir.path(), opts.clone()), 1, 10);
+    let log = open(dir.path(), opts);
+    assert_eq!(seqs(&log, 0), [9, 10]);
+    let in_window: Vec<u64> = log.rooms[0].window.iter().map(|m| m.seq.0).collect();
+    assert_eq!(in_window, [9, 10]);
 }
