@@ -68,6 +68,8 @@ pub struct Stats {
     pub log_writable: bool,
     /// WebSocket handshakes answered by the core (the rest are answered in Python).
     pub handshakes: u64,
+    /// `/healthz` requests answered by the core.
+    pub healthz: u64,
     /// Connections closed because no `hello` came in time.
     pub hello_timeouts: u64,
     /// Receipt and presence pushes left out of filling queues (priority under pressure).

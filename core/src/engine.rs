@@ -17,6 +17,7 @@ use crate::conn::ConnKind;
 use crate::error::{Error, Result};
 use crate::fanout::Outbox;
 use crate::handshake::Origins;
+use crate::health::Health;
 use crate::ids::ConnId;
 use crate::inbox::{ConnEvent, Inbox};
 use crate::limits::Limits;
@@ -36,6 +37,7 @@ pub struct Engine {
     reader: Reader,
     submitted: Arc<Submitted>,
     inbox: Arc<Inbox>,
+    health: Arc<Health>,
     clock: Clock,
     close_timeout_ms: u64,
 }
@@ -63,6 +65,7 @@ impl Engine {
             }),
         )?);
         let inbox = Arc::new(Inbox::new()?);
+        let health = Arc::new(Health::new(durability.clone()));
         let (weak_broker, weak_writer) = (Arc::downgrade(&broker), Arc::downgrade(&writer));
         let (upgrade_broker, upgrade_writer) = (Arc::downgrade(&broker), Arc::downgrade(&writer));
         let on_upgrade: UpgradeFn = Box::new(move |fd, response, rest| {
@@ -139,6 +142,7 @@ impl Engine {
             on_upgrade,
             on_batches,
             inbox.clone(),
+            health.clone(),
         )?;
         // After each group commit: release the replies and fan-out it made durable.
         let (weak_broker, weak_writer) = (Arc::downgrade(&broker), Arc::downgrade(&writer));
@@ -161,6 +165,7 @@ impl Engine {
             reader,
             submitted,
             inbox,
+            health,
             clock,
             close_timeout_ms,
         })
@@ -495,6 +500,14 @@ impl Engine {
 
     /// Current counters.
     pub fn stats(&self) -> Stats {
-        lock(&self.broker).stats()
+        let mut stats = lock(&self.broker).stats();
+        stats.healthz = self.health.answered();
+        stats
+    }
+
+    /// The status code and JSON body the core answers `/healthz` with from now on (see
+    /// [`crate::health`]).
+    pub fn publish_health(&self, status: u16, body: &str) {
+        self.health.publish(status, body);
     }
 }

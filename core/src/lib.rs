@@ -35,6 +35,7 @@ pub mod error;
 pub mod fanout;
 pub mod frames;
 pub mod handshake;
+pub mod health;
 pub mod ids;
 pub mod inbound;
 pub mod inbox;

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::os::fd::{IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -24,6 +24,7 @@ use crate::accept::{
 };
 use crate::batch::Applied;
 use crate::broker::Inbound;
+use crate::health::Health;
 use crate::ids::ConnId;
 use crate::inbox::{ConnEvent, Inbox};
 use crate::outbound::Outbound;
@@ -80,6 +81,7 @@ impl Reader {
         on_upgrade: UpgradeFn,
         on_batches: BatchFn,
         inbox: Arc<Inbox>,
+        health: Arc<Health>,
     ) -> io::Result<Reader> {
         let poll = Poll::new()?;
         let shared = Arc::new(Shared {
@@ -103,6 +105,7 @@ impl Reader {
                         on_upgrade,
                         on_batches,
                         inbox,
+                        health,
                         draining: HashSet::new(),
                         buf: vec![0; READ_BYTES],
                         handshakes: Handshakes::default(),
@@ -200,6 +203,8 @@ struct Loop {
     on_upgrade: UpgradeFn,
     on_batches: BatchFn,
     inbox: Arc<Inbox>,
+    /// `/healthz`, answered here once the session layer published a status.
+    health: Arc<Health>,
     /// Accepted sockets until their request head is read.
     handshakes: Handshakes,
     /// Listeners to accept from again before sleeping (a turn did not empty them).
@@ -319,6 +324,15 @@ impl Loop {
         {
             Handshake::Waiting => {}
             Handshake::Http { fd, head } => {
+                if let Some(response) = self.health.answer(&head) {
+                    // A fresh socket's send buffer takes these few hundred bytes; the
+                    // descriptor closes as `fd` drops.
+                    // SAFETY: writes from a live buffer to an open socket.
+                    let _ = unsafe {
+                        libc::write(fd.as_raw_fd(), response.as_ptr().cast(), response.len())
+                    };
+                    return;
+                }
                 let fd = fd.into_raw_fd();
                 self.inbox.push(ConnId(0), ConnEvent::Http { fd, head });
             }

@@ -472,6 +472,12 @@ impl Engine {
         py.detach(|| self.inner.shutdown(code, reason, timeout))
     }
 
+    /// Sets the status code and JSON body the core answers `GET /healthz` with on the
+    /// reader thread from now on (until the first call, the HTTP layer answers it).
+    fn publish_health(&self, status: u16, body: &str) {
+        self.inner.publish_health(status, body);
+    }
+
     /// Nanoseconds the socket writer has spent writing since the start: its load over a
     /// period is the growth of this over the period's length.
     fn writer_busy_ns(&self) -> u64 {
@@ -492,6 +498,7 @@ impl Engine {
         d.set_item("log_waiting", s.log_waiting)?;
         d.set_item("log_writable", u64::from(s.log_writable))?;
         d.set_item("handshakes", s.handshakes)?;
+        d.set_item("healthz", s.healthz)?;
         d.set_item("hello_timeouts", s.hello_timeouts)?;
         d.set_item("ambient_shed", s.ambient_shed)?;
         d.set_item("signals_relayed", s.signals_relayed)?;

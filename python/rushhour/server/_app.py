@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -71,6 +72,8 @@ Event = tuple[int, str | int | tuple[int, bytes] | None]
 HEARTBEAT_SLOTS = 16
 #: Events handled per turn before what they queued goes to the core.
 TURN_EVENTS = 64
+#: How often the health status the core answers `/healthz` with is refreshed.
+HEALTH_EVERY_S = 0.1
 
 
 class App:
@@ -108,6 +111,28 @@ class App:
         )
         self.metrics.watch_meeting_joins(joins.refused)
         self.meetings.restore()
+
+    def health(self) -> tuple[int, dict[str, object]]:
+        """What `/healthz` answers, but for a failed log (the core knows that itself)."""
+        if self.draining:
+            return 503, {"status": "draining"}
+        waiting = self.admission.queue_estimate(time.monotonic())
+        if waiting:
+            return 503, {"status": "overloaded", "waiting": waiting}
+        return 200, {"status": "ok"}
+
+    def publish_health(self) -> None:
+        """Tells the core what `/healthz` answers now: it answers on its reader thread,
+        so that a health check never waits behind a burst of control frames."""
+        status, payload = self.health()
+        self.engine.publish_health(status, json.dumps(payload, separators=(",", ":")))
+
+    async def keep_health_published(self) -> None:
+        """Publishes the health status every `HEALTH_EVERY_S` (an overload's queue
+        estimate drains with time); changes that raise it are published at once."""
+        while True:
+            self.publish_health()
+            await trio.sleep(HEALTH_EVERY_S)
 
     async def handle(self, stream: trio.SocketStream, head: bytes = b"") -> None:
         await HttpConnection(self, stream, head).run()
@@ -201,6 +226,7 @@ class App:
     async def drain(self) -> None:
         """Closes every client with 1001 and waits for the close frames to be written."""
         self.draining = True
+        self.publish_health()
         await trio.to_thread.run_sync(self.engine.shutdown, CLOSE_GOING_AWAY, "server shutdown", SHUTDOWN_FLUSH_S)
 
 
@@ -232,7 +258,9 @@ async def serve(
     if listeners is None:
         listeners = await open_listeners(config)
     host, port = listeners[0].socket.getsockname()[:2]
-    # The core accepts and answers WebSocket handshakes itself; other requests come back.
+    # The core accepts and answers WebSocket handshakes and `/healthz` itself; other
+    # requests come back.
+    app.publish_health()
     for listener in listeners:
         app.engine.listen(os.dup(listener.socket.fileno()), list(config.allowed_origins))
         await listener.aclose()
@@ -244,6 +272,7 @@ async def serve(
         with connections:
             async with trio.open_nursery() as nursery:
                 app.http_nursery = nursery
+                nursery.start_soon(app.keep_health_published)
                 nursery.start_soon(app.heartbeat)
                 nursery.start_soon(app.sweep)
                 nursery.start_soon(app.dispatch_events)

@@ -130,6 +130,7 @@ class Connection:
             return True
         app.metrics.refused.labels(refusal.reason).inc()
         app.metrics.hello_outcomes["overloaded"].inc()
+        app.publish_health()  # overloaded from now on, not from the next refresh
         reply: dict[str, Any] = json.loads(_error("overloaded", "the server is busy: retry later", frame.get("id")))
         reply.update(retry_after_ms=refusal.retry_after_ms, queue_pos=refusal.queue_pos)
         self.send(json.dumps(reply, separators=(",", ":")))

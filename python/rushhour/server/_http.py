@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -169,16 +168,12 @@ class HttpConnection:
         method = bytes(request.method)
         app = self.app
         if path == b"/healthz" and method in (b"GET", b"HEAD"):
-            if app.draining:
-                return "healthz", _json(503, {"status": "draining"})
+            # Once the app published its status the core answers these itself.
             failure = app.engine.store_failure()
-            if failure is not None:
+            if failure is not None and not app.draining:
                 reason = f"the log is not taking writes: {failure}"
                 return "healthz", _json(503, {"status": "degraded", "reason": reason})
-            waiting = app.admission.queue_estimate(time.monotonic())
-            if waiting:
-                return "healthz", _json(503, {"status": "overloaded", "waiting": waiting})
-            return "healthz", _json(200, {"status": "ok"})
+            return "healthz", _json(*app.health())
         if path == b"/metrics" and method == b"GET":
             return "metrics", _Response(200, app.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8")
         if path == b"/api/v1/publish" and method == b"POST":

@@ -22,6 +22,7 @@ _CORE_METRICS = (
     ("log_waiting", "rushhour_log_waiting", "Replies and pushes waiting for the log's group commit", False),
     ("log_writable", "rushhour_log_writable", "1 while the log takes writes, 0 once a write or fsync failed", False),
     ("handshakes", "rushhour_ws_core_handshakes", "WebSocket handshakes to /ws answered by the core", True),
+    ("healthz", "rushhour_healthz_core", "GET /healthz answered by the core (the rest: http_requests)", True),
     (
         "ambient_shed",
         "rushhour_ambient_shed",
