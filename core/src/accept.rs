@@ -109,8 +109,13 @@ impl Handshakes {
         self.pending.is_empty()
     }
 
-    /// Accepts what `listener` has queued, a turn's worth.
-    pub fn accept(&mut self, listener: &Listener, registry: &Registry) -> Accepted {
+    /// Accepts what `listener` has queued, a turn's worth; their tokens go to `fresh`.
+    pub fn accept(
+        &mut self,
+        listener: &Listener,
+        registry: &Registry,
+        fresh: &mut Vec<usize>,
+    ) -> Accepted {
         for _ in 0..ACCEPTS_PER_TURN {
             if self.pending.len() >= MAX_PENDING {
                 return Accepted::Failed;
@@ -160,6 +165,7 @@ impl Handshakes {
                         origins,
                     },
                 );
+                fresh.push(token);
             }
         }
         Accepted::More

@@ -331,16 +331,27 @@ impl Loop {
 
     /// Accepts a turn's worth of connections from the listener of `token`.
     fn accept(&mut self, token: usize) {
-        let listeners = lock(&self.shared.listeners);
-        let Some(listener) = listeners.get(&token) else {
-            return;
-        };
-        match self.handshakes.accept(listener, &self.shared.front) {
-            Accepted::Drained => {}
-            Accepted::More => self.accept_again.push(token),
-            Accepted::Failed => self
-                .accept_later
-                .push((Instant::now() + ACCEPT_RETRY, token)),
+        let mut fresh = Vec::new();
+        {
+            let listeners = lock(&self.shared.listeners);
+            let Some(listener) = listeners.get(&token) else {
+                return;
+            };
+            match self
+                .handshakes
+                .accept(listener, &self.shared.front, &mut fresh)
+            {
+                Accepted::Drained => {}
+                Accepted::More => self.accept_again.push(token),
+                Accepted::Failed => self
+                    .accept_later
+                    .push((Instant::now() + ACCEPT_RETRY, token)),
+            }
+        }
+        // Clients send their request right after connecting: it is usually there by
+        // now, and reading it at once saves waiting a turn for its event.
+        for pending in fresh {
+            self.handshake(pending);
         }
     }
 
