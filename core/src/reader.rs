@@ -118,6 +118,7 @@ impl Reader {
                         shared,
                         poll,
                         front,
+                        front_events: Events::with_capacity(FRONT_EVENTS),
                         on_read,
                         on_upgrade,
                         on_batches,
@@ -218,6 +219,7 @@ struct Loop {
     poll: Poll,
     /// See [`Shared::front`].
     front: Poll,
+    front_events: Events,
     on_read: ReadFn,
     on_upgrade: UpgradeFn,
     on_batches: BatchFn,
@@ -241,7 +243,6 @@ struct Loop {
 impl Loop {
     fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        let mut front_events = Events::with_capacity(FRONT_EVENTS);
         // A full turn of front-door events may have left more: look again at once.
         let mut front_full = false;
         // Sockets to read, and whether to read until `EAGAIN` (see `read`).
@@ -263,20 +264,14 @@ impl Loop {
             } else {
                 (!self.handshakes.is_empty()).then_some(EXPIRE_EVERY)
             };
-            for (poll, events, timeout) in [
-                (&mut self.poll, &mut events, timeout),
-                (&mut self.front, &mut front_events, Some(Duration::ZERO)),
-            ] {
-                if let Err(e) = poll.poll(events, timeout) {
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        eprintln!("rushhour reader: epoll failed: {e}");
-                    }
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    eprintln!("rushhour reader: epoll failed: {e}");
                 }
             }
-            front_full = front_events.iter().count() == FRONT_EVENTS;
+            front_full = self.front_door();
             tokens.clear();
             tokens.append(&mut self.accept_again);
-            tokens.extend(front_events.iter().map(|e| e.token().0));
             let now = Instant::now();
             self.accept_later.retain(|&(at, token)| {
                 let due = at <= now;
@@ -291,17 +286,15 @@ impl Loop {
                 Some((out, e.is_read_closed() || e.is_error()))
             }));
             drop(conns);
+            // Listeners a turn did not empty, or whose accepting failed a while ago.
             for &token in &tokens {
-                if is_listener(token) {
-                    self.accept(token);
-                } else if token >= PENDING_TOKENS {
-                    self.handshake(token);
-                }
+                self.accept(token);
             }
             for (n, (out, until_eagain)) in std::mem::take(&mut reads).into_iter().enumerate() {
                 self.read(&out, until_eagain);
                 if n % BATCH_EVERY == BATCH_EVERY - 1 {
                     self.apply_batches();
+                    front_full |= self.front_door();
                 }
             }
             if self.expired_at.elapsed() >= EXPIRE_EVERY {
@@ -310,6 +303,29 @@ impl Loop {
             }
         }
         self.handshakes.clear(&self.shared.front);
+    }
+
+    /// Accepts new connections and reads their request heads, whatever waits in the
+    /// connections' epoll: looked at before every turn of reads and every
+    /// `BATCH_EVERY` sockets within it. Returns whether it took a full turn of events.
+    fn front_door(&mut self) -> bool {
+        if let Err(e) = self
+            .front
+            .poll(&mut self.front_events, Some(Duration::ZERO))
+        {
+            if e.kind() != io::ErrorKind::Interrupted {
+                eprintln!("rushhour reader: epoll failed: {e}");
+            }
+        }
+        let tokens: Vec<usize> = self.front_events.iter().map(|e| e.token().0).collect();
+        for &token in &tokens {
+            if is_listener(token) {
+                self.accept(token);
+            } else {
+                self.handshake(token);
+            }
+        }
+        tokens.len() == FRONT_EVENTS
     }
 
     /// Applies the session layer's submitted batches: connections it resumed are read
