@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import ServerProcess, start_server
-from wsutil import hello, recv_op, request, ws_connect
+from wsutil import hello, metric, recv_op, request, ws_connect
 
 
 def http(method: str, url: str, body: object = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -34,20 +34,13 @@ def publish(server: ServerProcess, payload: dict[str, Any], key: str | None = No
     return status, json.loads(body)
 
 
-def core_answered_healthz(server: ServerProcess) -> float:
-    for line in http("GET", server.http + "/metrics")[1].decode().splitlines():
-        if line.startswith("rushhour_healthz_core_total "):
-            return float(line.split()[1])
-    raise AssertionError("no rushhour_healthz_core_total in /metrics")
-
-
 def test_healthz(server: ServerProcess) -> None:
-    before = core_answered_healthz(server)
+    before = metric(server.http, "rushhour_healthz_core_total")
     assert http("GET", server.http + "/healthz") == (200, b'{"status":"ok"}')
     assert http("GET", server.http + "/healthz?from=probe") == (200, b'{"status":"ok"}')
     assert http("HEAD", server.http + "/healthz") == (200, b"")
     # Answered by the core on its reader thread, not by the HTTP layer.
-    assert core_answered_healthz(server) == before + 3
+    assert metric(server.http, "rushhour_healthz_core_total") == before + 3
 
 
 def test_metrics_are_prometheus_text(server: ServerProcess, tenant: str) -> None:

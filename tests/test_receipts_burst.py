@@ -21,6 +21,7 @@ import trio
 from durability._harness import WsClient, dumps, token
 
 from conftest import API_KEY, start_server
+from wsutil import read_response
 
 #: The coalescing interval of (a): long enough that the bound on pushes is meaningful.
 INTERVAL_MS = 200
@@ -228,17 +229,7 @@ async def publish_many(host: str, port: int, tenant: str, room: str, senders: li
                 await stream.send_all(
                     conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
                 )
-                status, data = 0, b""
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        conn.receive_data(await stream.receive_some(65536))
-                    elif isinstance(event, h11.Response):
-                        status = event.status_code
-                    elif isinstance(event, h11.Data):
-                        data += event.data
-                    elif isinstance(event, h11.EndOfMessage):
-                        break
+                status, _, data = await read_response(conn, stream)
                 assert status == 200, (status, data)
                 seqs[sender] = json.loads(data)["seq"]
                 conn.start_next_cycle()

@@ -9,6 +9,7 @@ import h11
 import trio
 
 from rushhour.server._starting import RETRY_AFTER_MS, answer_starting
+from wsutil import read_response
 
 
 async def _get(
@@ -19,20 +20,9 @@ async def _get(
     conn = h11.Connection(h11.CLIENT)
     request = h11.Request(method="GET", target=target, headers=[("host", "localhost"), *(headers or [])])
     await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
-    status, found, body = 0, {}, b""
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await stream.receive_some(4096))
-        elif isinstance(event, h11.Response):
-            status = event.status_code
-            found = {k.decode(): v.decode() for k, v in event.headers}
-        elif isinstance(event, h11.Data):
-            body += event.data
-        elif isinstance(event, h11.EndOfMessage):
-            break
+    answer = await read_response(conn, stream)
     await stream.aclose()
-    return status, found, body
+    return answer
 
 
 async def test_every_request_gets_503_until_the_log_is_open() -> None:

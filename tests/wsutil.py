@@ -14,6 +14,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import h11
+import trio
 from websockets.sync.client import ClientConnection, connect
 
 
@@ -196,6 +198,22 @@ def tick(ws: ClientConnection, user: str, room: str, timeout: float = 10) -> lis
         )
 
     return frames + frames_until(ws, is_mark, timeout)
+
+
+async def read_response(conn: h11.Connection, stream: trio.abc.Stream) -> tuple[int, dict[str, str], bytes]:
+    """Reads one HTTP response off `stream` with `conn`: status, headers, body."""
+    status, headers, body = 0, {}, b""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+            headers = {k.decode(): v.decode() for k, v in event.headers}
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            return status, headers, body
 
 
 def metric(http_base: str, name: str) -> float:
