@@ -4,7 +4,7 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::accept::Listener;
@@ -66,7 +66,6 @@ impl Engine {
         )?);
         let inbox = Arc::new(Inbox::new()?);
         let health = Arc::new(Health::new(durability.clone()));
-        let (weak_broker, weak_writer) = (Arc::downgrade(&broker), Arc::downgrade(&writer));
         let (upgrade_broker, upgrade_writer) = (Arc::downgrade(&broker), Arc::downgrade(&writer));
         let on_upgrade: UpgradeFn = Box::new(move |fd, response, rest| {
             let (Some(broker), Some(writer)) = (upgrade_broker.upgrade(), upgrade_writer.upgrade())
@@ -99,65 +98,34 @@ impl Engine {
             Ok((out, inbound))
         });
         let submitted = Arc::new(Submitted::default());
-        let (batch_broker, batch_writer, batch_queue) = (
-            Arc::downgrade(&broker),
-            Arc::downgrade(&writer),
-            submitted.clone(),
-        );
+        let handle = Handle {
+            broker: Arc::downgrade(&broker),
+            writer: Arc::downgrade(&writer),
+            clock,
+            close_timeout_ms,
+        };
+        let (batches, queue) = (handle.clone(), submitted.clone());
         let on_batches: BatchFn = Box::new(move || {
-            let (Some(broker), Some(writer)) = (batch_broker.upgrade(), batch_writer.upgrade())
-            else {
-                return Applied::default();
-            };
-            let now = clock.now();
-            let mut ob = Outbox::new(now.mono_ms, close_timeout_ms);
-            let applied = {
-                let mut b = lock(&broker);
-                let applied = b.apply_submitted(&batch_queue, now, &mut ob);
-                b.release(&mut ob);
-                b.reap_overflowed(&mut ob);
-                applied
-            };
-            writer.schedule(ob.ready);
-            applied
+            batches
+                .with(|b, now, ob| b.apply_submitted(&queue, now, ob))
+                .unwrap_or_default()
         });
+        let reads = handle.clone();
         let reader = Reader::spawn(
             Box::new(move |conn, data| {
-                let (Some(broker), Some(writer)) = (weak_broker.upgrade(), weak_writer.upgrade())
-                else {
-                    return Inbound::Closing(close_code::GOING_AWAY);
-                };
-                let now = clock.now();
-                let mut ob = Outbox::new(now.mono_ms, close_timeout_ms);
-                let inbound = {
-                    let mut b = lock(&broker);
-                    let inbound = b.feed(conn, data, now, &mut ob);
-                    b.release(&mut ob);
-                    b.reap_overflowed(&mut ob);
-                    inbound
-                };
-                writer.schedule(ob.ready);
-                inbound
+                reads
+                    .with(|b, now, ob| b.feed(conn, data, now, ob))
+                    .unwrap_or(Inbound::Closing(close_code::GOING_AWAY))
             }),
             on_upgrade,
             on_batches,
             inbox.clone(),
             health.clone(),
         )?;
-        // After each group commit: release the replies and fan-out it made durable.
-        let (weak_broker, weak_writer) = (Arc::downgrade(&broker), Arc::downgrade(&writer));
+        // After each group commit: release the replies and fan-out it made durable (what
+        // `Handle::with` does after any work).
         durability.on_durable(Box::new(move || {
-            let (Some(broker), Some(writer)) = (weak_broker.upgrade(), weak_writer.upgrade())
-            else {
-                return;
-            };
-            let mut ob = Outbox::new(clock.mono_ms(), close_timeout_ms);
-            {
-                let mut b = lock(&broker);
-                b.release(&mut ob);
-                b.reap_overflowed(&mut ob);
-            }
-            writer.schedule(ob.ready);
+            handle.with(|_, _, _| ());
         }));
         Ok(Engine {
             broker,
@@ -171,19 +139,15 @@ impl Engine {
         })
     }
 
-    /// Runs `f` on the broker under its lock, then wakes the writer for what it queued.
+    /// See [`locked`].
     fn with<R>(&self, f: impl FnOnce(&mut Broker, Now, &mut Outbox) -> R) -> R {
-        let now = self.clock.now();
-        let mut ob = Outbox::new(now.mono_ms, self.close_timeout_ms);
-        let result = {
-            let mut broker = lock(&self.broker);
-            let result = f(&mut broker, now, &mut ob);
-            broker.release(&mut ob);
-            broker.reap_overflowed(&mut ob);
-            result
-        };
-        self.writer.schedule(ob.ready);
-        result
+        locked(
+            &self.broker,
+            &self.writer,
+            self.clock,
+            self.close_timeout_ms,
+            f,
+        )
     }
 
     /// Takes over a socket after its handshake; `fd` is the core's own duplicate (None:
@@ -509,5 +473,51 @@ impl Engine {
     /// [`crate::health`]).
     pub fn publish_health(&self, status: u16, body: &str) {
         self.health.publish(status, body);
+    }
+}
+
+/// Runs `f` on the broker under its lock, releases what the log made durable, closes
+/// overflowed queues, then wakes the writer for what was queued.
+fn locked<R>(
+    broker: &Mutex<Broker>,
+    writer: &Writer,
+    clock: Clock,
+    close_timeout_ms: u64,
+    f: impl FnOnce(&mut Broker, Now, &mut Outbox) -> R,
+) -> R {
+    let now = clock.now();
+    let mut ob = Outbox::new(now.mono_ms, close_timeout_ms);
+    let result = {
+        let mut b = lock(broker);
+        let result = f(&mut b, now, &mut ob);
+        b.release(&mut ob);
+        b.reap_overflowed(&mut ob);
+        result
+    };
+    writer.schedule(ob.ready);
+    result
+}
+
+/// How the engine's threads and callbacks reach the broker: weakly, so that dropping
+/// the engine ends them.
+#[derive(Clone)]
+struct Handle {
+    broker: Weak<Mutex<Broker>>,
+    writer: Weak<Writer>,
+    clock: Clock,
+    close_timeout_ms: u64,
+}
+
+impl Handle {
+    /// [`locked`], or None once the engine is gone.
+    fn with<R>(&self, f: impl FnOnce(&mut Broker, Now, &mut Outbox) -> R) -> Option<R> {
+        let (broker, writer) = (self.broker.upgrade()?, self.writer.upgrade()?);
+        Some(locked(
+            &broker,
+            &writer,
+            self.clock,
+            self.close_timeout_ms,
+            f,
+        ))
     }
 }

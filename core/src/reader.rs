@@ -317,6 +317,9 @@ impl Loop {
                 eprintln!("rushhour reader: epoll failed: {e}");
             }
         }
+        if self.front_events.is_empty() {
+            return false; // the usual case, every 64 sockets: nothing to allocate
+        }
         let tokens: Vec<usize> = self.front_events.iter().map(|e| e.token().0).collect();
         for &token in &tokens {
             if is_listener(token) {
