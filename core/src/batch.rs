@@ -513,6 +513,42 @@ mod tests {
     }
 
     #[test]
+    fn a_meetings_answer_goes_ahead_of_the_writers_round_once_stored() {
+        let (mut b, durability) = lagging();
+        let (a, c) = (
+            b.attach(None, ConnKind::Session, NOW),
+            b.attach(None, ConnKind::Session, NOW),
+        );
+        let conns = |ob: &Outbox| ob.urgent.iter().map(|o| o.conn).collect::<Vec<_>>();
+        let mut batch = Batch::default();
+        batch.send_text(a.conn, r#"{"op":"reply","id":1}"#, Priority::Urgent);
+        batch.send_text_many(vec![a.conn, c.conn], r#"{"op":"event"}"#, Priority::Urgent);
+        batch.send_text(c.conn, r#"{"op":"chat"}"#, Priority::Normal);
+        let submitted = Submitted::default();
+        submitted.push(batch);
+        let mut ob = Outbox::new(NOW.mono_ms, 30_000);
+        b.apply_submitted(&submitted, NOW, &mut ob);
+        assert_eq!(
+            conns(&ob),
+            [a.conn],
+            "only the urgent frame for one connection"
+        );
+
+        // A reply after a state record waits for it, then goes ahead.
+        let mut batch = Batch::default();
+        batch.put_state("meetings", "m-1/p-c", Some("{}"));
+        batch.send_text(c.conn, r#"{"op":"reply","id":2}"#, Priority::Urgent);
+        submitted.push(batch);
+        let mut ob = Outbox::new(NOW.mono_ms, 30_000);
+        b.apply_submitted(&submitted, NOW, &mut ob);
+        assert!(conns(&ob).is_empty());
+        durability.reached(b.last_lsn);
+        let mut ob = Outbox::new(NOW.mono_ms, 30_000);
+        b.release(&mut ob);
+        assert_eq!(conns(&ob), [c.conn]);
+    }
+
+    #[test]
     fn what_the_core_sends_meanwhile_keeps_its_place_behind_waiting_frames() {
         let (mut b, durability) = lagging();
         let (a, c) = (

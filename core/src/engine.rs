@@ -94,7 +94,7 @@ impl Engine {
                 lock(&broker).detach(out.conn);
                 return Err(e);
             }
-            writer.schedule(ob.ready);
+            hand_over(&writer, ob);
             Ok((out, inbound))
         });
         let submitted = Arc::new(Submitted::default());
@@ -494,8 +494,14 @@ fn locked<R>(
         b.reap_overflowed(&mut ob);
         result
     };
-    writer.schedule(ob.ready);
+    hand_over(writer, ob);
     result
+}
+
+/// Gives the writer the queues an outbox made ready, the urgent ones first.
+fn hand_over(writer: &Writer, ob: Outbox) {
+    writer.schedule_urgent(ob.urgent);
+    writer.schedule(ob.ready);
 }
 
 /// How the engine's threads and callbacks reach the broker: weakly, so that dropping

@@ -16,6 +16,9 @@ use crate::outbound::{Outbound, Priority, Push};
 pub struct Outbox {
     /// Queues that now have frames and are not yet in the writer's ready list.
     pub ready: Vec<Arc<Outbound>>,
+    /// Queues to write ahead of the writer's round (see [`Outbox::expedite`]); each is
+    /// in `ready` or the writer's ready list too.
+    pub urgent: Vec<Arc<Outbound>>,
     /// Connections whose queue overflowed during this call (now closing with 4008).
     pub overflowed: Vec<ConnId>,
     /// Deliveries made (frames queued), for the metrics.
@@ -31,6 +34,7 @@ impl Outbox {
     pub fn new(now_ms: u64, close_timeout_ms: u64) -> Self {
         Outbox {
             ready: Vec::new(),
+            urgent: Vec::new(),
             overflowed: Vec::new(),
             delivered: 0,
             shed: 0,
@@ -81,6 +85,16 @@ impl Outbox {
         }
     }
 
+    /// Has the writer write `out` ahead of its round: for a meeting frame for one
+    /// connection (a join's answer), which are few. Signals and events fanned out to a
+    /// meeting are not: they come by the ten thousand a second, and written one by one
+    /// they would cost the writer the batching that keeps it ahead of the chat.
+    pub fn expedite(&mut self, out: &Arc<Outbound>) {
+        if out.claim_urgent() {
+            self.urgent.push(out.clone());
+        }
+    }
+
     /// Deadline for a close started now.
     pub fn close_deadline(&self) -> u64 {
         self.now_ms + self.close_timeout_ms
@@ -102,7 +116,22 @@ mod tests {
         ob.fan_out(&outs, &frame);
         assert_eq!(ob.ready.len(), 3);
         assert_eq!(ob.delivered, 6);
+        assert!(ob.urgent.is_empty());
         assert!(outs.iter().all(|o| o.lock().bytes() > 0));
+    }
+
+    #[test]
+    fn an_expedited_queue_is_listed_once_more() {
+        let outs: Vec<_> = (0..2)
+            .map(|i| Arc::new(Outbound::new(ConnId(i), None, 1 << 20)))
+            .collect();
+        let mut ob = Outbox::new(0, 30_000);
+        ob.fan_out(&outs, &Bytes::from_static(b"\x81\x02hi"));
+        ob.expedite(&outs[1]);
+        ob.expedite(&outs[1]);
+        assert_eq!(ob.ready.len(), 2);
+        assert_eq!(ob.urgent.len(), 1);
+        assert_eq!(ob.urgent[0].conn, ConnId(1));
     }
 
     #[test]

@@ -318,6 +318,8 @@ pub struct Outbound {
     queue: Mutex<Queue>,
     /// Set while the queue sits in the writer's ready list, so it is listed once.
     pub scheduled: AtomicBool,
+    /// Set while the queue sits in the writer's urgent list, so it is listed once.
+    pub urgent: AtomicBool,
     /// The session is gone: the writer closes the socket once the queue is flushed.
     pub detached: AtomicBool,
     /// The reader thread reads this socket (else the control plane feeds it).
@@ -334,6 +336,7 @@ impl Outbound {
             fd,
             queue: Mutex::new(Queue::new(limit)),
             scheduled: AtomicBool::new(false),
+            urgent: AtomicBool::new(false),
             detached: AtomicBool::new(false),
             reads: AtomicBool::new(false),
             paused: AtomicBool::new(false),
@@ -354,6 +357,11 @@ impl Outbound {
     /// Claims the right to list this queue as ready; false if it is listed already.
     pub fn claim_schedule(&self) -> bool {
         !self.scheduled.swap(true, Ordering::AcqRel)
+    }
+
+    /// Claims the right to list this queue as urgent; false if it is listed already.
+    pub fn claim_urgent(&self) -> bool {
+        !self.urgent.swap(true, Ordering::AcqRel)
     }
 }
 

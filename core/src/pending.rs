@@ -106,9 +106,12 @@ impl Broker {
         match after.filter(|&lsn| lsn > self.store.durability().durable()) {
             Some(lsn) => self.defer(conns, frame, priority, lsn),
             None => {
+                let expedite = expedites(priority, &conns);
                 for conn in conns {
                     if let Some(out) = self.conns.get(&conn).map(|c| c.out.clone()) {
-                        self.push_in_order(&out, frame.clone(), priority, ob);
+                        if self.push_in_order(&out, frame.clone(), priority, ob) && expedite {
+                            ob.expedite(&out);
+                        }
                     }
                 }
             }
@@ -194,9 +197,12 @@ impl Broker {
                 frame,
                 priority,
             } => {
+                let expedite = expedites(priority, &conns);
                 for conn in conns {
                     if let Some(out) = self.undefer(conn) {
-                        ob.push_with(&out, frame.clone(), priority);
+                        if ob.push_with(&out, frame.clone(), priority) == Push::Queued && expedite {
+                            ob.expedite(&out);
+                        }
                     }
                 }
             }
@@ -217,4 +223,11 @@ impl Broker {
     pub fn store_failure(&self) -> Option<String> {
         self.store.durability().failed().map(|r| r.to_string())
     }
+}
+
+/// Whether a frame of the session layer goes ahead of the writer's round: an urgent one
+/// for a single connection, such as a join's answer. Events fanned out to a meeting are
+/// four per join at 9:00 and wait their turn, so that the writer keeps batching.
+fn expedites(priority: Priority, conns: &[ConnId]) -> bool {
+    priority == Priority::Urgent && conns.len() == 1
 }
