@@ -513,6 +513,52 @@ mod tests {
     }
 
     #[test]
+    fn messages_released_together_keep_every_connections_order() {
+        let (mut b, durability) = lagging();
+        let [a, c, p] = ["alice", "carol", "bot"].map(|user| {
+            let out = b.attach(None, ConnKind::Session, NOW);
+            b.open_session(out.conn, "acme", user, None, NOW).unwrap();
+            out
+        });
+        let feed = |b: &mut Broker, out: &Outbound, text: String| {
+            let frame = encode_client_frame(Opcode::Text, text.as_bytes(), [1, 2, 3, 4]);
+            b.feed(out.conn, &frame, NOW, &mut Outbox::new(NOW.mono_ms, 30_000));
+        };
+        for out in [&a, &c] {
+            feed(&mut b, out, r#"{"op":"subscribe","room":"r"}"#.into());
+        }
+        let send =
+            |id: u32| format!(r#"{{"op":"send","id":{id},"room":"r","cid":"c{id}","body":{id}}}"#);
+        feed(&mut b, &p, send(1));
+        feed(&mut b, &p, send(2));
+        feed(&mut b, &a, send(3));
+        feed(&mut b, &p, send(4));
+        let kinds = |out: &Outbound| {
+            queued(out)
+                .iter()
+                .map(|t| {
+                    let v: serde_json::Value = serde_json::from_str(t).unwrap();
+                    match v["op"].as_str() {
+                        Some("msg") => format!("msg {}", v["seq"]),
+                        _ => format!("reply {}", v["id"]),
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        let before = (kinds(&a), kinds(&c));
+        durability.reached(b.last_lsn);
+        release(&mut b);
+        let msgs = ["msg 1", "msg 2", "msg 3", "msg 4"];
+        assert_eq!(kinds(&c)[before.1.len()..], msgs);
+        assert_eq!(
+            kinds(&a)[before.0.len()..],
+            ["msg 1", "msg 2", "msg 3", "reply 3", "msg 4"],
+            "a sender's answer after its message, before the next"
+        );
+        assert_eq!(kinds(&p), ["reply 1", "reply 2", "reply 4"]);
+    }
+
+    #[test]
     fn a_meetings_answer_goes_ahead_of_the_writers_round_once_stored() {
         let (mut b, durability) = lagging();
         let (a, c) = (

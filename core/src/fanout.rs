@@ -53,16 +53,10 @@ impl Outbox {
         let result = out
             .lock()
             .push_with(frame, priority, self.now_ms, self.close_timeout_ms);
-        match result {
-            Push::Queued => self.delivered += 1,
-            Push::Overflowed => self.overflowed.push(out.conn),
-            Push::Shed => {
-                self.shed += 1;
-                return result;
-            }
-            Push::Dropped => return result,
+        if result == Push::Queued {
+            self.delivered += 1;
         }
-        self.schedule(out);
+        self.settle(out, result);
         result
     }
 
@@ -73,8 +67,48 @@ impl Outbox {
 
     /// Queues the same frame for every queue of `outs`, by its priority.
     pub fn fan_out_with(&mut self, outs: &[Arc<Outbound>], frame: &Bytes, priority: Priority) {
+        self.fan_out_all(outs, std::slice::from_ref(frame), priority);
+    }
+
+    /// Queues `frames`, in order, for every queue of `outs`, locking each queue once.
+    pub fn fan_out_all(&mut self, outs: &[Arc<Outbound>], frames: &[Bytes], priority: Priority) {
         for out in outs {
-            self.push_with(out, frame.clone(), priority);
+            let mut q = out.lock();
+            let (mut queued, mut stopped) = (false, None);
+            for frame in frames {
+                match q.push_with(frame.clone(), priority, self.now_ms, self.close_timeout_ms) {
+                    Push::Queued => {
+                        self.delivered += 1;
+                        queued = true;
+                    }
+                    // Overflowed, closing or shed: the rest would be too.
+                    other => {
+                        stopped = Some(other);
+                        break;
+                    }
+                }
+            }
+            drop(q);
+            if queued {
+                self.schedule(out);
+            }
+            if let Some(result) = stopped {
+                self.settle(out, result);
+            }
+        }
+    }
+
+    /// Accounts for a push and lists the queue for the writer when it has something new
+    /// to write (a frame, or the close frame of an overflow).
+    fn settle(&mut self, out: &Arc<Outbound>, result: Push) {
+        match result {
+            Push::Queued => self.schedule(out),
+            Push::Overflowed => {
+                self.overflowed.push(out.conn);
+                self.schedule(out);
+            }
+            Push::Shed => self.shed += 1,
+            Push::Dropped => {}
         }
     }
 
@@ -104,6 +138,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbound::State;
 
     #[test]
     fn one_frame_many_queues_scheduled_once() {
@@ -132,6 +167,23 @@ mod tests {
         assert_eq!(ob.ready.len(), 2);
         assert_eq!(ob.urgent.len(), 1);
         assert_eq!(ob.urgent[0].conn, ConnId(1));
+    }
+
+    #[test]
+    fn frames_fanned_out_together_keep_their_order_up_to_an_overflow() {
+        let roomy = Arc::new(Outbound::new(ConnId(1), None, 1 << 20));
+        let tight = Arc::new(Outbound::new(ConnId(2), None, 120));
+        let mut ob = Outbox::new(0, 30_000);
+        let frames: Vec<Bytes> = (b'a'..=b'c').map(|c| Bytes::from(vec![c; 60])).collect();
+        ob.fan_out_all(&[roomy.clone(), tight.clone()], &frames, Priority::Normal);
+        let (q, mut got) = (roomy.lock(), Vec::new());
+        q.unwritten(8, &mut got);
+        assert_eq!(got, frames.iter().map(|f| &f[..]).collect::<Vec<_>>());
+        drop(q);
+        assert_eq!(ob.delivered, 4, "three to one, the first to the other");
+        assert_eq!(ob.overflowed, vec![ConnId(2)]);
+        assert_eq!(ob.ready.len(), 2);
+        assert!(matches!(tight.lock().state(), State::Closing { .. }));
     }
 
     #[test]

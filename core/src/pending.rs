@@ -49,6 +49,13 @@ pub(crate) enum Effect {
     },
 }
 
+/// Consecutive messages of one room being released, pushed together.
+#[derive(Default)]
+struct Run {
+    room: Option<RoomId>,
+    frames: Vec<Bytes>,
+}
+
 /// An effect and the log position it waits for.
 #[derive(Debug)]
 pub(crate) struct Waiting {
@@ -62,10 +69,32 @@ impl Broker {
     pub fn release(&mut self, ob: &mut Outbox) {
         let durability = self.store.durability().clone();
         let durable = durability.durable();
+        let mut run = Run::default();
         while self.waiting.front().is_some_and(|w| w.lsn <= durable) {
             let w = self.waiting.pop_front().expect("checked above");
-            self.apply(w.effect, ob);
+            match w.effect {
+                Effect::Message {
+                    room,
+                    seq,
+                    frame,
+                    from,
+                } => self.join_run(&mut run, room, seq, frame, &from, ob),
+                // An answer to a connection the run's messages do not go to keeps its
+                // order whether it goes before or after them.
+                Effect::Reply { conn, .. }
+                    if run
+                        .room
+                        .is_none_or(|room| !self.rooms.get(room).is_live(conn)) =>
+                {
+                    self.apply(w.effect, ob);
+                }
+                effect => {
+                    self.fan_out_run(&mut run, ob);
+                    self.apply(effect, ob);
+                }
+            }
         }
+        self.fan_out_run(&mut run, ob);
         if self.waiting.is_empty() {
             return;
         }
@@ -173,11 +202,9 @@ impl Broker {
                 frame,
                 from,
             } => {
-                let r = self.rooms.get_mut(room);
-                r.last_seq = seq;
-                ob.fan_out(r.live(), &frame);
-                // A sender has read its own message.
-                self.move_cursors(room, &from, seq, seq);
+                let mut run = Run::default();
+                self.join_run(&mut run, room, seq, frame, &from, ob);
+                self.fan_out_run(&mut run, ob);
             }
             Effect::Reply { conn, id, accepted } => {
                 let Some(out) = self.settle(conn, id) else {
@@ -206,6 +233,37 @@ impl Broker {
                     }
                 }
             }
+        }
+    }
+
+    /// Makes a stored message visible and adds it to the run (which it starts when the
+    /// run is of another room).
+    fn join_run(
+        &mut self,
+        run: &mut Run,
+        room: RoomId,
+        seq: Seq,
+        frame: Bytes,
+        from: &Arc<str>,
+        ob: &mut Outbox,
+    ) {
+        if run.room != Some(room) {
+            self.fan_out_run(run, ob);
+            run.room = Some(room);
+        }
+        self.rooms.get_mut(room).last_seq = seq;
+        run.frames.push(frame);
+        // A sender has read its own message.
+        self.move_cursors(room, from, seq, seq);
+    }
+
+    /// Pushes the run's messages to their room's live subscribers, each queue locked once
+    /// for all of them: under the fan-out of a busy room the log thread and the writer
+    /// otherwise take turns on every queue's lock once per message.
+    fn fan_out_run(&mut self, run: &mut Run, ob: &mut Outbox) {
+        if let Some(room) = run.room.take() {
+            ob.fan_out_all(self.rooms.get(room).live(), &run.frames, Priority::Normal);
+            run.frames.clear();
         }
     }
 

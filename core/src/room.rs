@@ -51,6 +51,11 @@ impl Room {
         &self.live
     }
 
+    /// Whether new messages are pushed to `conn`.
+    pub fn is_live(&self, conn: ConnId) -> bool {
+        self.positions.contains_key(&conn)
+    }
+
     /// Starts pushing new messages to `out` (idempotent).
     pub fn add_live(&mut self, out: &Arc<Outbound>) {
         if !self.positions.contains_key(&out.conn) {
