@@ -21,6 +21,7 @@ use crate::health::Health;
 use crate::ids::ConnId;
 use crate::inbox::{ConnEvent, Inbox};
 use crate::limits::Limits;
+use crate::log::{Durability, Lsn};
 use crate::outbound::{Priority, State};
 use crate::reader::{BatchFn, Reader, UpgradeFn};
 use crate::store::MessageStore;
@@ -324,9 +325,7 @@ impl Engine {
             let (accepted, lsn) = b.publish(tenant, room, from, cid, body, now)?;
             Ok::<_, Error>((accepted, lsn, b.store.durability().clone()))
         })?;
-        durability.wait(lsn, PUBLISH_TIMEOUT).map_err(|reason| {
-            Error::Internal(format!("not stored: the log is not taking writes ({reason})").into())
-        })?;
+        wait_durable(&durability, lsn)?;
         // Visible (last_seq, fan-out, the sender's cursors) before the caller hears back.
         self.with(|_, _, _| ());
         Ok(accepted)
@@ -403,17 +402,19 @@ impl Engine {
         lock(&self.broker).seat_routes.remove(meeting, pid);
     }
 
-    /// Sets (or, with None, deletes) a durable control-plane value (a meeting, a seat…).
-    /// Durable with the next group commit; the call does not wait for it.
+    /// Sets (or, with None, deletes) a durable control-plane value (a meeting, a seat…);
+    /// returns once it is durable. (The session layer queues its records in a [`Batch`]
+    /// instead, and its answers wait for them there.)
     ///
     /// # Errors
-    /// `internal` when the log is not taking writes.
+    /// `internal` when the log is not taking writes or fails before the value is durable.
     pub fn put_state(&self, space: &str, key: &str, value: Option<&str>) -> Result<()> {
-        self.with(|b, _, _| {
+        let (lsn, durability) = self.with(|b, _, _| {
             let lsn = b.store.put_state(space, key, value)?;
             b.last_lsn = lsn;
-            Ok(())
-        })
+            Ok::<_, Error>((lsn, b.store.durability().clone()))
+        })?;
+        wait_durable(&durability, lsn)
     }
 
     /// Every durable control-plane value of a space, sorted by key.
@@ -474,6 +475,13 @@ impl Engine {
     pub fn publish_health(&self, status: u16, body: &str) {
         self.health.publish(status, body);
     }
+}
+
+/// Waits until the record at `lsn` is durable; `internal` when the log fails first.
+fn wait_durable(durability: &Durability, lsn: Lsn) -> Result<()> {
+    durability.wait(lsn, PUBLISH_TIMEOUT).map_err(|reason| {
+        Error::Internal(format!("not stored: the log is not taking writes ({reason})").into())
+    })
 }
 
 /// Runs `f` on the broker under its lock, releases what the log made durable, closes

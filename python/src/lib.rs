@@ -260,7 +260,7 @@ impl Engine {
     }
 
     /// Sets (or, with `value=None`, deletes) a durable control-plane value (a meeting, a
-    /// seat…), in the log with the next group commit.
+    /// seat…); returns once it is durable (raises `InternalError` when the log fails).
     #[pyo3(signature = (space, key, value))]
     fn put_state(
         &self,
