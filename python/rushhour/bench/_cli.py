@@ -50,6 +50,12 @@ def add_arguments(commands: Any) -> None:
     morning.add_argument("--participants", type=int, default=d.participants, help="per meeting (%(default)s)")
     morning.add_argument("--rate", type=float, default=d.rate, help="chat messages/s in all (%(default)s)")
     morning.add_argument("--duration", type=float, default=d.duration, help="seconds of chat (%(default)s)")
+    morning.add_argument(
+        "--tenants", type=int, default=d.tenants, help="tenants of the clients, here and in overload (%(default)s)"
+    )
+    morning.add_argument(
+        "--tenant-skew", type=float, default=d.tenant_skew, help="tenant k weighs 1/(k+1)^skew (%(default)s)"
+    )
 
     server = p.add_argument_group("server")
     server.add_argument("--url", help="target this running server (ws://HOST:PORT/ws) instead of starting one")
@@ -97,10 +103,6 @@ def add_arguments(commands: Any) -> None:
     other.add_argument("--overload-session-burst", type=float, default=o.session_burst, help="(%(default)s)")
     other.add_argument("--overload-factor", type=float, default=o.factor, help="offered ÷ admitted (%(default)s)")
     other.add_argument("--overload-ramp", type=float, default=o.ramp, help="seconds of offered logins (%(default)s)")
-    other.add_argument("--tenants", type=int, default=o.tenants, help="(%(default)s)")
-    other.add_argument(
-        "--tenant-skew", type=float, default=o.tenant_skew, help="tenant k weighs 1/(k+1)^skew (%(default)s)"
-    )
 
     binaries = p.add_argument_group("binaries")
     binaries.add_argument("--generator", help="rushhour-burst (default: target/release, built if missing)")
@@ -143,6 +145,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
         participants=args.participants,
         rate=args.rate,
         duration=args.duration,
+        tenants=args.tenants,
+        tenant_skew=args.tenant_skew,
         url=args.url,
         server_pid=args.server_pid,
         admission=args.admission,

@@ -220,6 +220,8 @@ def morning(ctx: Context) -> dict[str, Any]:
             meetings=p.meetings,
             rate=p.rate,
             duration=p.duration,
+            tenants=p.tenants,
+            tenant_skew=p.tenant_skew,
         )
         timeout = burst_timeout(p.ramp, p.duration)
         run = measure(ctx, "morning", "morning", info, args, ctx.work / "morning.json", timeout, healthz=True)

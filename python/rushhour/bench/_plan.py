@@ -75,6 +75,8 @@ class Plan:
         clients, ramp, meetings, participants, rate, duration: The morning leg
             (`rushhour-burst burst`): clients logging in over `ramp` seconds, meetings of
             `participants`, chat at `rate` messages/s, for `duration` seconds.
+        tenants, tenant_skew: The tenants the morning's clients belong to, as for the
+            overload leg (whose own copy the same flags set).
         url: Target this server instead of starting one (`secret` must match it).
         secret: The HS256 secret of the tokens.
         server_pid: PID of the `url` server, to sample its RSS and CPU.
@@ -100,6 +102,8 @@ class Plan:
     participants: int = 5
     rate: float = 500.0
     duration: float = 10.0
+    tenants: int = Overload.tenants
+    tenant_skew: float = Overload.tenant_skew
     url: str | None = None
     server_pid: int | None = None
     admission: str | None = None
