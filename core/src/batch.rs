@@ -353,15 +353,24 @@ mod tests {
         (Broker::new(Limits::default(), Box::new(store)), durability)
     }
 
+    /// A connection attached to `b`, before its `hello`.
+    fn session(b: &mut Broker) -> Arc<Outbound> {
+        b.attach(None, ConnKind::Session, NOW)
+    }
+
+    fn outbox() -> Outbox {
+        Outbox::new(NOW.mono_ms, 30_000)
+    }
+
     /// What the engine does after applying batches and after each group commit.
     fn release(b: &mut Broker) {
-        b.release(&mut Outbox::new(NOW.mono_ms, 30_000));
+        b.release(&mut outbox());
     }
 
     fn apply(b: &mut Broker, batch: Batch) -> Applied {
         let submitted = Submitted::default();
         submitted.push(batch);
-        let mut ob = Outbox::new(NOW.mono_ms, 30_000);
+        let mut ob = outbox();
         let applied = b.apply_submitted(&submitted, NOW, &mut ob);
         assert!(lock(&submitted.queue).is_empty());
         applied
@@ -386,10 +395,7 @@ mod tests {
     #[test]
     fn actions_apply_in_the_order_queued() {
         let mut b = broker();
-        let (a, c) = (
-            b.attach(None, ConnKind::Session, NOW),
-            b.attach(None, ConnKind::Session, NOW),
-        );
+        let (a, c) = (session(&mut b), session(&mut b));
         let mut batch = Batch::default();
         batch.send_text(a.conn, r#"{"op":"one"}"#, Priority::Urgent);
         let fan_out = vec![a.conn, ConnId(999), c.conn];
@@ -414,12 +420,12 @@ mod tests {
     #[test]
     fn a_resumed_connection_hands_back_what_it_had_buffered() {
         let mut b = broker();
-        let out = b.attach(None, ConnKind::Session, NOW);
+        let out = session(&mut b);
         let hello = |n: u32| {
             let text = format!(r#"{{"op":"hello","id":{n}}}"#);
             encode_client_frame(Opcode::Text, text.as_bytes(), [1, 2, 3, 4])
         };
-        let mut ob = Outbox::new(NOW.mono_ms, 30_000);
+        let mut ob = outbox();
         // The first control frame comes out of the read; the second waits in the decoder.
         let first = b.feed(out.conn, &[hello(1), hello(2)].concat(), NOW, &mut ob);
         assert!(matches!(first, Inbound::Control(t) if t.contains(r#""id":1"#)));
@@ -448,7 +454,7 @@ mod tests {
     #[test]
     fn frames_after_a_state_record_wait_until_it_is_durable() {
         let (mut b, durability) = lagging();
-        let out = b.attach(None, ConnKind::Session, NOW);
+        let out = session(&mut b);
         let mut batch = Batch::default();
         batch.send_text(out.conn, r#"{"op":"before"}"#, Priority::Normal);
         batch.put_state("meetings", "m-1", Some("{}"));
@@ -459,7 +465,7 @@ mod tests {
 
         // A frame with no record of its own still keeps its place behind the reply; one
         // for a connection with nothing waiting goes at once.
-        let other = b.attach(None, ConnKind::Session, NOW);
+        let other = session(&mut b);
         let mut batch = Batch::default();
         batch.send_text(out.conn, r#"{"op":"later"}"#, Priority::Normal);
         batch.send_text(other.conn, r#"{"op":"unrelated"}"#, Priority::Normal);
@@ -485,10 +491,7 @@ mod tests {
     #[test]
     fn frames_after_a_record_the_log_lost_close_their_connections() {
         let (mut b, durability) = lagging();
-        let (a, c) = (
-            b.attach(None, ConnKind::Session, NOW),
-            b.attach(None, ConnKind::Session, NOW),
-        );
+        let (a, c) = (session(&mut b), session(&mut b));
         let mut batch = Batch::default();
         batch.put_state("meetings", "m-1", Some("{}"));
         batch.send_text(a.conn, r#"{"op":"reply","id":1}"#, Priority::Normal);
@@ -505,7 +508,7 @@ mod tests {
         apply(&mut b, batch);
         release(&mut b);
         assert_eq!(b.conns[&c.conn].closing, Some(close_code::INTERNAL));
-        let d = b.attach(None, ConnKind::Session, NOW);
+        let d = session(&mut b);
         let mut batch = Batch::default();
         batch.send_text(d.conn, r#"{"op":"welcome"}"#, Priority::Normal);
         apply(&mut b, batch);
@@ -516,13 +519,13 @@ mod tests {
     fn messages_released_together_keep_every_connections_order() {
         let (mut b, durability) = lagging();
         let [a, c, p] = ["alice", "carol", "bot"].map(|user| {
-            let out = b.attach(None, ConnKind::Session, NOW);
+            let out = session(&mut b);
             b.open_session(out.conn, "acme", user, None, NOW).unwrap();
             out
         });
         let feed = |b: &mut Broker, out: &Outbound, text: String| {
             let frame = encode_client_frame(Opcode::Text, text.as_bytes(), [1, 2, 3, 4]);
-            b.feed(out.conn, &frame, NOW, &mut Outbox::new(NOW.mono_ms, 30_000));
+            b.feed(out.conn, &frame, NOW, &mut outbox());
         };
         for out in [&a, &c] {
             feed(&mut b, out, r#"{"op":"subscribe","room":"r"}"#.into());
@@ -561,10 +564,7 @@ mod tests {
     #[test]
     fn a_meetings_answer_goes_ahead_of_the_writers_round_once_stored() {
         let (mut b, durability) = lagging();
-        let (a, c) = (
-            b.attach(None, ConnKind::Session, NOW),
-            b.attach(None, ConnKind::Session, NOW),
-        );
+        let (a, c) = (session(&mut b), session(&mut b));
         let conns = |ob: &Outbox| ob.urgent.iter().map(|o| o.conn).collect::<Vec<_>>();
         let mut batch = Batch::default();
         batch.send_text(a.conn, r#"{"op":"reply","id":1}"#, Priority::Urgent);
@@ -572,7 +572,7 @@ mod tests {
         batch.send_text(c.conn, r#"{"op":"chat"}"#, Priority::Normal);
         let submitted = Submitted::default();
         submitted.push(batch);
-        let mut ob = Outbox::new(NOW.mono_ms, 30_000);
+        let mut ob = outbox();
         b.apply_submitted(&submitted, NOW, &mut ob);
         assert_eq!(
             conns(&ob),
@@ -585,11 +585,11 @@ mod tests {
         batch.put_state("meetings", "m-1/p-c", Some("{}"));
         batch.send_text(c.conn, r#"{"op":"reply","id":2}"#, Priority::Urgent);
         submitted.push(batch);
-        let mut ob = Outbox::new(NOW.mono_ms, 30_000);
+        let mut ob = outbox();
         b.apply_submitted(&submitted, NOW, &mut ob);
         assert!(conns(&ob).is_empty());
         durability.reached(b.last_lsn);
-        let mut ob = Outbox::new(NOW.mono_ms, 30_000);
+        let mut ob = outbox();
         b.release(&mut ob);
         assert_eq!(conns(&ob), [c.conn]);
     }
@@ -597,10 +597,7 @@ mod tests {
     #[test]
     fn what_the_core_sends_meanwhile_keeps_its_place_behind_waiting_frames() {
         let (mut b, durability) = lagging();
-        let (a, c) = (
-            b.attach(None, ConnKind::Session, NOW),
-            b.attach(None, ConnKind::Session, NOW),
-        );
+        let (a, c) = (session(&mut b), session(&mut b));
         for (out, user) in [(&a, "alice"), (&c, "bob")] {
             b.open_session(out.conn, "acme", user, None, NOW).unwrap();
         }
@@ -612,7 +609,7 @@ mod tests {
         apply(&mut b, batch);
         // A signal the core relays, and a frame sent without a batch, while that waits.
         let signal = br#"{"op":"signal","id":7,"meeting":"m-1","to":"p-c","data":{"n":1}}"#;
-        let mut ob = Outbox::new(NOW.mono_ms, 30_000);
+        let mut ob = outbox();
         let frame = encode_client_frame(Opcode::Text, signal, [1, 2, 3, 4]);
         assert!(matches!(
             b.feed(a.conn, &frame, NOW, &mut ob),

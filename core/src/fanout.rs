@@ -140,11 +140,15 @@ mod tests {
     use super::*;
     use crate::outbound::State;
 
+    fn queues(n: u64) -> Vec<Arc<Outbound>> {
+        (0..n)
+            .map(|i| Arc::new(Outbound::new(ConnId(i), None, 1 << 20)))
+            .collect()
+    }
+
     #[test]
     fn one_frame_many_queues_scheduled_once() {
-        let outs: Vec<_> = (0..3)
-            .map(|i| Arc::new(Outbound::new(ConnId(i), None, 1 << 20)))
-            .collect();
+        let outs = queues(3);
         let mut ob = Outbox::new(0, 30_000);
         let frame = Bytes::from_static(b"\x81\x02hi");
         ob.fan_out(&outs, &frame);
@@ -157,9 +161,7 @@ mod tests {
 
     #[test]
     fn an_expedited_queue_is_listed_once_more() {
-        let outs: Vec<_> = (0..2)
-            .map(|i| Arc::new(Outbound::new(ConnId(i), None, 1 << 20)))
-            .collect();
+        let outs = queues(2);
         let mut ob = Outbox::new(0, 30_000);
         ob.fan_out(&outs, &Bytes::from_static(b"\x81\x02hi"));
         ob.expedite(&outs[1]);

@@ -72,27 +72,7 @@ impl Broker {
         let mut run = Run::default();
         while self.waiting.front().is_some_and(|w| w.lsn <= durable) {
             let w = self.waiting.pop_front().expect("checked above");
-            match w.effect {
-                Effect::Message {
-                    room,
-                    seq,
-                    frame,
-                    from,
-                } => self.join_run(&mut run, room, seq, frame, &from, ob),
-                // An answer to a connection the run's messages do not go to keeps its
-                // order whether it goes before or after them.
-                Effect::Reply { conn, .. }
-                    if run
-                        .room
-                        .is_none_or(|room| !self.rooms.get(room).is_live(conn)) =>
-                {
-                    self.apply(w.effect, ob);
-                }
-                effect => {
-                    self.fan_out_run(&mut run, ob);
-                    self.apply(effect, ob);
-                }
-            }
+            self.apply(w.effect, &mut run, ob);
         }
         self.fan_out_run(&mut run, ob);
         if self.waiting.is_empty() {
@@ -194,19 +174,23 @@ impl Broker {
         Some(c.out.clone())
     }
 
-    fn apply(&mut self, effect: Effect, ob: &mut Outbox) {
+    /// Runs one durable effect. Messages gather in `run`; an effect for a connection the
+    /// run's messages go to pushes them first, so every connection keeps its order.
+    fn apply(&mut self, effect: Effect, run: &mut Run, ob: &mut Outbox) {
         match effect {
             Effect::Message {
                 room,
                 seq,
                 frame,
                 from,
-            } => {
-                let mut run = Run::default();
-                self.join_run(&mut run, room, seq, frame, &from, ob);
-                self.fan_out_run(&mut run, ob);
-            }
+            } => self.join_run(run, room, seq, frame, &from, ob),
             Effect::Reply { conn, id, accepted } => {
+                if run
+                    .room
+                    .is_some_and(|room| self.rooms.get(room).is_live(conn))
+                {
+                    self.fan_out_run(run, ob);
+                }
                 let Some(out) = self.settle(conn, id) else {
                     return;
                 };
@@ -224,6 +208,7 @@ impl Broker {
                 frame,
                 priority,
             } => {
+                self.fan_out_run(run, ob);
                 let expedite = expedites(priority, &conns);
                 for conn in conns {
                     if let Some(out) = self.undefer(conn) {

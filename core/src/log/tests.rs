@@ -37,6 +37,14 @@ fn options() -> LogOptions {
     }
 }
 
+/// The test options with retention of `n` messages per room.
+fn keeping(n: u64) -> LogOptions {
+    LogOptions {
+        max_per_room: n,
+        ..options()
+    }
+}
+
 fn open(dir: &Path, opts: LogOptions) -> Log {
     Log::open(dir, opts, 10_000).expect("log opens")
 }
@@ -247,10 +255,7 @@ fn damage_in_a_sealed_segment_stops_the_start_unless_repair() {
 #[test]
 fn retention_keeps_the_newest_and_dead_segments_go() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = LogOptions {
-        max_per_room: 20,
-        ..options()
-    };
+    let opts = keeping(20);
     {
         let mut log = open(dir.path(), opts.clone());
         log.member(RoomId(0), &name("acme"), &name("r0"), "bob", true)
@@ -324,10 +329,7 @@ fn a_failed_write_stops_writes_and_keeps_reads() {
 #[test]
 fn control_plane_values_survive_restarts_and_compaction() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = LogOptions {
-        max_per_room: 5,
-        ..options()
-    };
+    let opts = keeping(5);
     {
         let mut log = open(dir.path(), opts.clone());
         log.put_state("meetings", "m-1", Some("{\"v\":1}")).unwrap();
@@ -360,10 +362,7 @@ fn control_plane_values_survive_restarts_and_compaction() {
 #[test]
 fn a_room_keeping_fewer_messages_than_the_window_recovers_only_those() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = LogOptions {
-        max_per_room: 2,
-        ..options()
-    };
+    let opts = keeping(2);
     fill(&mut open(dir.path(), opts.clone()), 1, 10);
     let log = open(dir.path(), opts);
     assert_eq!(seqs(&log, 0), [9, 10]);
