@@ -60,6 +60,8 @@ pub struct Stats {
     pub bad_frames: u64,
     /// Rooms in existence.
     pub rooms: u64,
+    /// New rooms refused at the room limits.
+    pub rooms_refused: u64,
     /// Bytes waiting in all outbound queues.
     pub queued_bytes: u64,
     /// Replies and pushes waiting for the log's group commit.
@@ -496,6 +498,7 @@ impl Broker {
         let mut s = self.stats.clone();
         s.connections = self.conns.len() as u64;
         s.rooms = self.rooms.len() as u64;
+        s.rooms_refused = self.rooms.refused();
         s.queued_bytes = self
             .conns
             .values()

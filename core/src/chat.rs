@@ -124,7 +124,8 @@ impl Broker {
     /// acknowledgement must wait for. The one path for `send` and publish.
     ///
     /// # Errors
-    /// `bad_request` / `too_large` for invalid input, `internal` when the store fails.
+    /// `bad_request` / `too_large` for invalid input, `forbidden` for a new room past the
+    /// room limits, `internal` when the store fails.
     pub fn append(
         &mut self,
         tenant: &Arc<str>,
@@ -142,7 +143,7 @@ impl Broker {
                 format!("body is over {} bytes", self.limits.max_body_bytes).into(),
             ));
         }
-        let room_id = self.rooms.intern(tenant, room);
+        let room_id = self.rooms.open(tenant, room, &self.limits)?;
         if let Some((seq, ts)) = self.store.find_cid(room_id, from, cid) {
             // The original may still be on its way to the disk: wait for all written.
             let accepted = Accepted {
@@ -216,7 +217,7 @@ impl Broker {
         let room = room_name(frame)?;
         let since = frame.uint("since")?.map(Seq);
         let (tenant, user) = self.authorize(conn, &room)?;
-        let room_id = self.rooms.intern(&tenant, &room);
+        let room_id = self.rooms.open(&tenant, &room, &self.limits)?;
         // The reply goes first: replay frames follow it.
         let subscribed = self.subscribe(conn, room_id, &user, since)?;
         self.reply(conn, id, ob, |id| {

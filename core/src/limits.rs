@@ -30,6 +30,10 @@ pub struct Limits {
     pub max_batch_bytes: usize,
     /// Largest room that gets receipt and presence pushes (protocol: 256).
     pub receipt_push_max_members: usize,
+    /// Rooms in the whole server: rooms are never dropped, so this bounds their memory.
+    pub max_rooms: usize,
+    /// Rooms per tenant, so that one tenant cannot take every room of the server.
+    pub max_rooms_per_tenant: usize,
 }
 
 impl Default for Limits {
@@ -48,6 +52,8 @@ impl Default for Limits {
             max_history_limit: 1_000,
             max_batch_bytes: 1 << 20,
             receipt_push_max_members: 256,
+            max_rooms: 1_000_000,
+            max_rooms_per_tenant: 100_000,
         }
     }
 }

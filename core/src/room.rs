@@ -3,7 +3,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::error::{Error, Result};
 use crate::ids::{ConnId, RoomId, Seq};
+use crate::limits::Limits;
 use crate::outbound::Outbound;
 use crate::receipts::RoomCursors;
 
@@ -82,10 +84,42 @@ impl Room {
 pub struct Rooms {
     index: HashMap<(Arc<str>, Arc<str>), RoomId>,
     rooms: Vec<Room>,
+    per_tenant: HashMap<Arc<str>, usize>,
+    refused: u64,
 }
 
 impl Rooms {
-    /// The room's id, creating the room on first use.
+    /// The room's id, creating the room on first use unless that would pass
+    /// `max_rooms` or the tenant's `max_rooms_per_tenant`.
+    ///
+    /// # Errors
+    /// `forbidden` for a new room past either limit (existing rooms stay open).
+    pub fn open(&mut self, tenant: &Arc<str>, name: &str, limits: &Limits) -> Result<RoomId> {
+        if let Some(id) = self.find(tenant, name) {
+            return Ok(id);
+        }
+        let held = self.per_tenant.get(tenant).copied().unwrap_or(0);
+        let refusal = if held >= limits.max_rooms_per_tenant {
+            Some(format!(
+                "no new room: the tenant has {held} rooms, its limit"
+            ))
+        } else if self.rooms.len() >= limits.max_rooms {
+            Some(format!(
+                "no new room: the server has {} rooms, its limit",
+                self.rooms.len()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            self.refused += 1;
+            return Err(Error::Forbidden(why.into()));
+        }
+        Ok(self.intern(tenant, name))
+    }
+
+    /// The room's id, creating the room on first use whatever the limits: for rooms
+    /// recovered from the log, which exist already.
     pub fn intern(&mut self, tenant: &Arc<str>, name: &str) -> RoomId {
         let key = (tenant.clone(), Arc::<str>::from(name));
         if let Some(id) = self.index.get(&key) {
@@ -93,8 +127,14 @@ impl Rooms {
         }
         let id = RoomId(self.rooms.len() as u32);
         self.rooms.push(Room::new(key.0.clone(), key.1.clone()));
+        *self.per_tenant.entry(key.0.clone()).or_default() += 1;
         self.index.insert(key, id);
         id
+    }
+
+    /// New rooms refused by [`Rooms::open`] so far.
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
 
     /// The room's id if it exists.
@@ -146,6 +186,43 @@ mod tests {
         assert_eq!(rooms.intern(&acme, "general"), a);
         assert_eq!(rooms.find(&globex, "general"), Some(g));
         assert_eq!(rooms.find(&globex, "random"), None);
+    }
+
+    #[test]
+    fn new_rooms_stop_at_the_tenant_and_server_limits() {
+        let limits = Limits {
+            max_rooms: 3,
+            max_rooms_per_tenant: 2,
+            ..Limits::default()
+        };
+        let mut rooms = Rooms::default();
+        let (acme, globex): (Arc<str>, Arc<str>) = ("acme".into(), "globex".into());
+        let a = rooms.open(&acme, "a", &limits).unwrap();
+        rooms.open(&acme, "b", &limits).unwrap();
+        let refused = rooms.open(&acme, "c", &limits).unwrap_err();
+        assert_eq!(refused.code(), "forbidden");
+        assert!(
+            refused.to_string().contains("tenant has 2 rooms"),
+            "{refused}"
+        );
+        assert_eq!(
+            rooms.open(&acme, "a", &limits).unwrap(),
+            a,
+            "existing rooms stay open"
+        );
+        rooms.open(&globex, "a", &limits).unwrap();
+        let full = rooms.open(&globex, "b", &limits).unwrap_err();
+        assert!(full.to_string().contains("server has 3 rooms"), "{full}");
+        assert_eq!(rooms.refused(), 2);
+        assert_eq!(
+            rooms.find(&acme, "c"),
+            None,
+            "a refused room is not created"
+        );
+        // Recovered rooms exist already: interned past the limits, then counted.
+        rooms.intern(&acme, "from-the-log");
+        assert_eq!(rooms.len(), 4);
+        assert!(rooms.open(&acme, "d", &limits).is_err());
     }
 
     #[test]

@@ -72,6 +72,8 @@ class Engine:
         close_timeout_ms: int | None = None,
         memory_retention_per_room: int | None = None,
         receipt_push_max_members: int | None = None,
+        max_rooms: int | None = None,
+        max_rooms_per_tenant: int | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         fsync: str = "batch",
         repair: bool = False,

@@ -44,6 +44,9 @@ class Config:
         max_frame_bytes: Largest inbound frame or message.
         max_body_bytes: Largest message body, encoded.
         max_subscriptions: Room subscriptions per connection.
+        max_rooms: Rooms in the whole server (rooms are kept for good: this bounds them);
+            a new room past it is refused `forbidden`.
+        max_rooms_per_tenant: Rooms per tenant, so one tenant cannot take them all.
         send_rate: Sends per second per connection.
         send_burst: Send burst per connection.
         max_bad_frames: Non-JSON or binary frames tolerated per connection.
@@ -84,6 +87,8 @@ class Config:
     max_frame_bytes: int = 1 << 20
     max_body_bytes: int = 64 << 10
     max_subscriptions: int = 256
+    max_rooms: int = 1_000_000
+    max_rooms_per_tenant: int = 100_000
     send_rate: float = 5_000.0
     send_burst: float = 10_000.0
     max_bad_frames: int = 10
@@ -113,8 +118,9 @@ class Config:
             raise ValueError("port must be 0-65535")
         if self.max_queue_bytes < MIN_QUEUE_BYTES:
             raise ValueError(f"max_queue_bytes must be at least {MIN_QUEUE_BYTES}")
-        if self.room_max_messages < 1:
-            raise ValueError("room_max_messages must be at least 1")
+        for name in ("room_max_messages", "max_rooms", "max_rooms_per_tenant"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
         for name in ("receipt_interval_ms", "heartbeat_ms", "idle_timeout_ms", "hello_timeout_ms"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -143,7 +143,7 @@ impl Engine {
     #[pyo3(signature = (*, max_queue_bytes=None, max_frame_bytes=None, max_body_bytes=None,
         max_subscriptions=None, max_inflight=None, send_rate_per_s=None, send_burst=None,
         max_bad_frames=None, close_timeout_ms=None, memory_retention_per_room=None,
-        receipt_push_max_members=None,
+        receipt_push_max_members=None, max_rooms=None, max_rooms_per_tenant=None,
         data_dir=None, fsync="batch", repair=false, retention_ms=None, room_max_messages=None,
         segment_bytes=None))]
     #[allow(clippy::too_many_arguments)]
@@ -159,6 +159,8 @@ impl Engine {
         close_timeout_ms: Option<u64>,
         memory_retention_per_room: Option<usize>,
         receipt_push_max_members: Option<usize>,
+        max_rooms: Option<usize>,
+        max_rooms_per_tenant: Option<usize>,
         data_dir: Option<std::path::PathBuf>,
         fsync: &str,
         repair: bool,
@@ -181,6 +183,9 @@ impl Engine {
                 .unwrap_or(d.memory_retention_per_room),
             receipt_push_max_members: receipt_push_max_members
                 .unwrap_or(d.receipt_push_max_members),
+            // Room ids are 32-bit.
+            max_rooms: max_rooms.unwrap_or(d.max_rooms).min(u32::MAX as usize),
+            max_rooms_per_tenant: max_rooms_per_tenant.unwrap_or(d.max_rooms_per_tenant),
             ..d
         };
         if limits.max_queue_bytes < 256 << 10 {
@@ -494,6 +499,7 @@ impl Engine {
         d.set_item("slow_consumers", s.slow_consumers)?;
         d.set_item("bad_frames", s.bad_frames)?;
         d.set_item("rooms", s.rooms)?;
+        d.set_item("rooms_refused", s.rooms_refused)?;
         d.set_item("queued_bytes", s.queued_bytes)?;
         d.set_item("log_waiting", s.log_waiting)?;
         d.set_item("log_writable", u64::from(s.log_writable))?;

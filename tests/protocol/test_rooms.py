@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import ServerProcess, start_server
-from wsutil import hello, recv_op, request, ws_connect
+from wsutil import hello, metric, recv_op, request, ws_connect
 
 
 @pytest.fixture
@@ -258,3 +260,57 @@ def test_subscription_limit_and_truncated_replay(tmp_path: Path) -> None:
             assert [recv_op(ws, "msg")["seq"] for _ in range(5)] == [8, 9, 10, 11, 12]
     finally:
         assert srv.stop() == 0
+
+
+def test_room_limits_refuse_new_rooms_only(tmp_path: Path) -> None:
+    """A new room past `--max-rooms-per-tenant` or `--max-rooms` is `forbidden` (so memory
+    stays bounded); existing rooms go on, and after a restart every room is restored even
+    under lower limits."""
+    limits = ("--max-rooms", "3", "--max-rooms-per-tenant", "2")
+    srv = start_server(tmp_path, *limits)
+    try:
+        with ws_connect(srv.url) as ws:
+            hello(ws, srv.token("alice", "acme"))
+            assert request(ws, {"op": "subscribe", "id": 1, "room": "a"})["ok"]
+            assert send(ws, "b", "c-1", "hello b", rid=2)["ok"]
+            refused = request(ws, {"op": "subscribe", "id": 3, "room": "c"})
+            assert (refused["op"], refused["id"], refused["code"]) == ("error", 3, "forbidden")
+            assert "tenant has 2 rooms" in str(refused["message"])
+            assert send(ws, "c", "c-2", "no", rid=4)["code"] == "forbidden"
+            assert send(ws, "a", "c-3", "hello a", rid=5)["seq"] == 1
+        with ws_connect(srv.url) as ws:
+            hello(ws, srv.token("gina", "globex"))
+            assert request(ws, {"op": "subscribe", "id": 1, "room": "a"})["ok"]
+            full = request(ws, {"op": "subscribe", "id": 2, "room": "b"})
+            assert full["code"] == "forbidden" and "server has 3 rooms" in str(full["message"])
+        status, body = http_publish(srv, {"tenant": "acme", "room": "d", "from": "bot", "cid": "p-1", "body": {}})
+        assert (status, body["code"]) == (403, "forbidden")
+        assert metric(srv.http, "rushhour_rooms_refused_total") == 4
+        assert metric(srv.http, "rushhour_rooms") == 3
+    finally:
+        assert srv.stop() == 0
+    srv = start_server(tmp_path, "--max-rooms", "1", "--max-rooms-per-tenant", "1")
+    try:
+        with ws_connect(srv.url) as ws:
+            hello(ws, srv.token("bob", "acme"))
+            reply = request(ws, {"op": "subscribe", "id": 1, "room": "b", "since": 0})
+            assert reply["last_seq"] == 1 and recv_op(ws, "msg")["body"] == "hello b"
+            assert send(ws, "a", "c-4", "again", rid=2)["seq"] == 2
+            assert request(ws, {"op": "subscribe", "id": 3, "room": "e"})["code"] == "forbidden"
+    finally:
+        assert srv.stop() == 0
+
+
+def http_publish(srv: ServerProcess, payload: dict[str, object]) -> tuple[int, dict[str, object]]:
+    """`POST /api/v1/publish` with the server's api key: status and JSON body."""
+    req = urllib.request.Request(
+        srv.http + "/api/v1/publish",
+        data=json.dumps(payload).encode(),
+        headers={"Authorization": f"Bearer {srv.api_key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())

@@ -41,6 +41,8 @@ def engine_for(config: Config) -> Engine:
         max_bad_frames=config.max_bad_frames,
         memory_retention_per_room=config.memory_retention,
         receipt_push_max_members=config.receipt_push_max_members,
+        max_rooms=config.max_rooms,
+        max_rooms_per_tenant=config.max_rooms_per_tenant,
         data_dir=config.data_dir,
         fsync=config.fsync,
         repair=config.repair,

@@ -14,6 +14,7 @@ from rushhour._core import Engine
 _CORE_METRICS = (
     ("connections", "rushhour_connections", "WebSocket connections attached to the core", False),
     ("rooms", "rushhour_rooms", "Rooms in existence", False),
+    ("rooms_refused", "rushhour_rooms_refused", "New rooms refused at --max-rooms or --max-rooms-per-tenant", True),
     ("queued_bytes", "rushhour_outbound_queued_bytes", "Bytes waiting in outbound queues", False),
     ("messages", "rushhour_messages", "Messages accepted (duplicates excluded)", True),
     ("deliveries", "rushhour_deliveries", "Frames queued to connections", True),
