@@ -351,7 +351,7 @@ impl Engine {
             return Err(Error::bad_request("invalid tenant or room id"));
         }
         let b = lock(&self.broker);
-        let Some(room_id) = b.rooms.find(&tenant.into(), room) else {
+        let Some(room_id) = b.rooms.find(tenant, room) else {
             return Ok(Vec::new());
         };
         let limit = limit.min(b.limits().max_history_limit as u64);

@@ -79,12 +79,12 @@ impl Room {
     }
 }
 
-/// Every room, interned by `(tenant, name)`.
+/// Every room, interned by tenant, then name: a lookup borrows both, allocating nothing,
+/// and a tenant's map says how many rooms it has.
 #[derive(Debug, Default)]
 pub struct Rooms {
-    index: HashMap<(Arc<str>, Arc<str>), RoomId>,
+    index: HashMap<Arc<str>, HashMap<Arc<str>, RoomId>>,
     rooms: Vec<Room>,
-    per_tenant: HashMap<Arc<str>, usize>,
     refused: u64,
 }
 
@@ -98,7 +98,7 @@ impl Rooms {
         if let Some(id) = self.find(tenant, name) {
             return Ok(id);
         }
-        let held = self.per_tenant.get(tenant).copied().unwrap_or(0);
+        let held = self.index.get(tenant).map_or(0, HashMap::len);
         let refusal = if held >= limits.max_rooms_per_tenant {
             Some(format!(
                 "no new room: the tenant has {held} rooms, its limit"
@@ -121,14 +121,14 @@ impl Rooms {
     /// The room's id, creating the room on first use whatever the limits: for rooms
     /// recovered from the log, which exist already.
     pub fn intern(&mut self, tenant: &Arc<str>, name: &str) -> RoomId {
-        let key = (tenant.clone(), Arc::<str>::from(name));
-        if let Some(id) = self.index.get(&key) {
+        let names = self.index.entry(tenant.clone()).or_default();
+        if let Some(id) = names.get(name) {
             return *id;
         }
         let id = RoomId(self.rooms.len() as u32);
-        self.rooms.push(Room::new(key.0.clone(), key.1.clone()));
-        *self.per_tenant.entry(key.0.clone()).or_default() += 1;
-        self.index.insert(key, id);
+        let name: Arc<str> = name.into();
+        self.rooms.push(Room::new(tenant.clone(), name.clone()));
+        names.insert(name, id);
         id
     }
 
@@ -138,10 +138,8 @@ impl Rooms {
     }
 
     /// The room's id if it exists.
-    pub fn find(&self, tenant: &Arc<str>, name: &str) -> Option<RoomId> {
-        self.index
-            .get(&(tenant.clone(), Arc::<str>::from(name)))
-            .copied()
+    pub fn find(&self, tenant: &str, name: &str) -> Option<RoomId> {
+        self.index.get(tenant)?.get(name).copied()
     }
 
     /// The room of a valid id.
