@@ -217,7 +217,13 @@ impl Broker {
         let room = room_name(frame)?;
         let since = frame.uint("since")?.map(Seq);
         let (tenant, user) = self.authorize(conn, &room)?;
-        let room_id = self.rooms.open(&tenant, &room, &self.limits)?;
+        // Past the subscription limit the error comes before any new room is made.
+        let existing = self.rooms.find(&tenant, &room);
+        self.check_subscription_limit(conn, existing)?;
+        let room_id = match existing {
+            Some(id) => id,
+            None => self.rooms.open(&tenant, &room, &self.limits)?,
+        };
         // The reply goes first: replay frames follow it.
         let subscribed = self.subscribe(conn, room_id, &user, since)?;
         self.reply(conn, id, ob, |id| {
@@ -237,6 +243,23 @@ impl Broker {
         Ok(())
     }
 
+    /// `bad_request` when `conn` has all its subscriptions and `room` (None: a room not
+    /// made yet) is not one of them.
+    fn check_subscription_limit(&self, conn: ConnId, room: Option<RoomId>) -> Result<()> {
+        let c = self
+            .conns
+            .get(&conn)
+            .ok_or(Error::NotFound("no such connection".into()))?;
+        let resubscribe = room.is_some_and(|id| c.subs.contains_key(&id));
+        if c.subs.len() >= self.limits.max_subscriptions && !resubscribe {
+            return Err(Error::bad_request(format!(
+                "at most {} subscriptions per connection",
+                self.limits.max_subscriptions
+            )));
+        }
+        Ok(())
+    }
+
     /// Subscribes `conn` to a room as `user` (who becomes a member), replaying after
     /// `since`; the caller queues the reply, then [`Broker::refill`] queues the replay.
     ///
@@ -249,16 +272,11 @@ impl Broker {
         user: &Arc<str>,
         since: Option<Seq>,
     ) -> Result<Subscribed> {
+        self.check_subscription_limit(conn, Some(room_id))?;
         let c = self
             .conns
             .get_mut(&conn)
             .ok_or(Error::NotFound("no such connection".into()))?;
-        if c.subs.len() >= self.limits.max_subscriptions && !c.subs.contains_key(&room_id) {
-            return Err(Error::bad_request(format!(
-                "at most {} subscriptions per connection",
-                self.limits.max_subscriptions
-            )));
-        }
         let out = c.out.clone();
         self.join(room_id, user);
         let r = self.rooms.get_mut(room_id);

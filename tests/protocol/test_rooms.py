@@ -250,6 +250,7 @@ def test_subscription_limit_and_truncated_replay(tmp_path: Path) -> None:
             assert request(ws, {"op": "subscribe", "id": 1, "room": "a"})["ok"]
             assert request(ws, {"op": "subscribe", "id": 2, "room": "b"})["ok"]
             assert request(ws, {"op": "subscribe", "id": 3, "room": "c"})["code"] == "bad_request"
+            assert metric(srv.http, "rushhour_rooms") == 2, "a refused subscription makes no room"
             assert request(ws, {"op": "subscribe", "id": 4, "room": "a"})["ok"]  # resubscribing is fine
             for i in range(12):
                 send(ws, "old", f"c{i}", i, rid=10 + i)
