@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import wsutil
 from conftest import ServerProcess, start_server
-from wsutil import hello, metric, recv_op, request, ws_connect
-
-
-def http(method: str, url: str, body: object = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+from wsutil import hello, http, metric, recv_op, request, ws_connect
 
 
 def publish(server: ServerProcess, payload: dict[str, Any], key: str | None = None) -> tuple[int, dict[str, Any]]:
-    status, body = http(
-        "POST",
-        server.http + "/api/v1/publish",
-        payload,
-        {"Authorization": f"Bearer {key or server.api_key}", "Content-Type": "application/json"},
-    )
-    return status, json.loads(body)
+    return wsutil.publish(server.http, key or server.api_key, payload)
 
 
 def test_healthz(server: ServerProcess) -> None:

@@ -10,6 +10,7 @@ import os
 import socket
 import struct
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -214,6 +215,28 @@ async def read_response(conn: h11.Connection, stream: trio.abc.Stream) -> tuple[
             body += event.data
         elif isinstance(event, h11.EndOfMessage):
             return status, headers, body
+
+
+def http(method: str, url: str, body: object = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """One HTTP request: status and body (an error status is returned, not raised)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def publish(http_base: str, api_key: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """`POST /api/v1/publish` with `api_key`: status and JSON body."""
+    status, body = http(
+        "POST",
+        http_base + "/api/v1/publish",
+        payload,
+        {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+    )
+    return status, json.loads(body)
 
 
 def metric(http_base: str, name: str) -> float:

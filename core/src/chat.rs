@@ -245,7 +245,11 @@ impl Broker {
 
     /// `bad_request` when `conn` has all its subscriptions and `room` (None: a room not
     /// made yet) is not one of them.
-    fn check_subscription_limit(&self, conn: ConnId, room: Option<RoomId>) -> Result<()> {
+    pub(crate) fn check_subscription_limit(
+        &self,
+        conn: ConnId,
+        room: Option<RoomId>,
+    ) -> Result<()> {
         let c = self
             .conns
             .get(&conn)
@@ -263,8 +267,10 @@ impl Broker {
     /// Subscribes `conn` to a room as `user` (who becomes a member), replaying after
     /// `since`; the caller queues the reply, then [`Broker::refill`] queues the replay.
     ///
+    /// The caller has checked the subscription limit ([`Broker::check_subscription_limit`]).
+    ///
     /// # Errors
-    /// `bad_request` past the subscription limit.
+    /// `not_found` for a connection that is gone.
     pub(crate) fn subscribe(
         &mut self,
         conn: ConnId,
@@ -272,7 +278,6 @@ impl Broker {
         user: &Arc<str>,
         since: Option<Seq>,
     ) -> Result<Subscribed> {
-        self.check_subscription_limit(conn, Some(room_id))?;
         let c = self
             .conns
             .get_mut(&conn)

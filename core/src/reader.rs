@@ -264,11 +264,7 @@ impl Loop {
             } else {
                 (!self.handshakes.is_empty()).then_some(EXPIRE_EVERY)
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    eprintln!("rushhour reader: epoll failed: {e}");
-                }
-            }
+            poll(&mut self.poll, &mut events, timeout);
             front_full = self.front_door();
             tokens.clear();
             tokens.append(&mut self.accept_again);
@@ -309,14 +305,11 @@ impl Loop {
     /// connections' epoll: looked at before every turn of reads and every
     /// `BATCH_EVERY` sockets within it. Returns whether it took a full turn of events.
     fn front_door(&mut self) -> bool {
-        if let Err(e) = self
-            .front
-            .poll(&mut self.front_events, Some(Duration::ZERO))
-        {
-            if e.kind() != io::ErrorKind::Interrupted {
-                eprintln!("rushhour reader: epoll failed: {e}");
-            }
-        }
+        poll(
+            &mut self.front,
+            &mut self.front_events,
+            Some(Duration::ZERO),
+        );
         if self.front_events.is_empty() {
             return false; // the usual case, every 64 sockets: nothing to allocate
         }
@@ -483,5 +476,15 @@ impl Loop {
         out.paused.store(true, Ordering::Release);
         self.draining.remove(&out.conn);
         self.inbox.push(out.conn, ConnEvent::Ended);
+    }
+}
+
+/// Waits on `poll`; a failure other than an interrupt is reported, and the turn goes on
+/// with whatever events it got.
+fn poll(poll: &mut Poll, events: &mut Events, timeout: Option<Duration>) {
+    if let Err(e) = poll.poll(events, timeout) {
+        if e.kind() != io::ErrorKind::Interrupted {
+            eprintln!("rushhour reader: epoll failed: {e}");
+        }
     }
 }

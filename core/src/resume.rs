@@ -148,6 +148,7 @@ impl Broker {
                 Some(first) => upto.min(Seq(first.0 - 1)),
                 None => upto,
             };
+            self.check_subscription_limit(conn, Some(room_id))?;
             self.subscribe(conn, room_id, &user, Some(since))?;
             rooms.push(name.to_string());
         }

@@ -125,9 +125,7 @@ impl Writer {
             return;
         }
         lock(&self.shared.ready).extend(ready);
-        if self.shared.sleeping.load(Ordering::SeqCst) {
-            let _ = self.shared.waker.wake();
-        }
+        self.wake_if_sleeping();
     }
 
     /// Lists queues to write ahead of the round under way. Each must also be in the
@@ -138,6 +136,11 @@ impl Writer {
         }
         lock(&self.shared.urgent).extend(urgent);
         self.shared.has_urgent.store(true, Ordering::SeqCst);
+        self.wake_if_sleeping();
+    }
+
+    /// Wakes the thread if it may be blocked in epoll (a wake-up is a syscall).
+    fn wake_if_sleeping(&self) {
         if self.shared.sleeping.load(Ordering::SeqCst) {
             let _ = self.shared.waker.wake();
         }

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import ServerProcess, start_server
-from wsutil import hello, metric, recv_op, request, ws_connect
+from wsutil import hello, metric, publish, recv_op, request, ws_connect
 
 
 @pytest.fixture
@@ -284,7 +282,8 @@ def test_room_limits_refuse_new_rooms_only(tmp_path: Path) -> None:
             assert request(ws, {"op": "subscribe", "id": 1, "room": "a"})["ok"]
             full = request(ws, {"op": "subscribe", "id": 2, "room": "b"})
             assert full["code"] == "forbidden" and "server has 3 rooms" in str(full["message"])
-        status, body = http_publish(srv, {"tenant": "acme", "room": "d", "from": "bot", "cid": "p-1", "body": {}})
+        payload = {"tenant": "acme", "room": "d", "from": "bot", "cid": "p-1", "body": {}}
+        status, body = publish(srv.http, srv.api_key, payload)
         assert (status, body["code"]) == (403, "forbidden")
         assert metric(srv.http, "rushhour_rooms_refused_total") == 4
         assert metric(srv.http, "rushhour_rooms") == 3
@@ -300,18 +299,3 @@ def test_room_limits_refuse_new_rooms_only(tmp_path: Path) -> None:
             assert request(ws, {"op": "subscribe", "id": 3, "room": "e"})["code"] == "forbidden"
     finally:
         assert srv.stop() == 0
-
-
-def http_publish(srv: ServerProcess, payload: dict[str, object]) -> tuple[int, dict[str, object]]:
-    """`POST /api/v1/publish` with the server's api key: status and JSON body."""
-    req = urllib.request.Request(
-        srv.http + "/api/v1/publish",
-        data=json.dumps(payload).encode(),
-        headers={"Authorization": f"Bearer {srv.api_key}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
