@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: help build-dev test test-rust test-python lint bench bench-durable bench-burst serve
+.PHONY: help build-dev test test-rust test-python lint bench bench-durable bench-burst serve fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,6 +39,13 @@ bench-durable: ## durable publish, acked msgs/s and latency: rushhour vs NATS Je
 bench-burst: ## the 9 a.m. burst report: sessions, latencies, fan-out vs peers, idle memory (docs/bench.md)
 	$(CARGO) build --release -p rushhour-burst
 	$(PYTHON) -m rushhour bench burst
+
+FUZZ_SECONDS ?= 60
+fuzz: ## run every cargo-fuzz target for FUZZ_SECONDS each, growing its committed corpus (nightly)
+	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	cd fuzz && for target in $$($(CARGO) +nightly fuzz list); do \
+		$(CARGO) +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done
 
 serve: ## run a dev server
 	$(PYTHON) -m rushhour serve --dev
