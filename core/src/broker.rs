@@ -111,6 +111,7 @@ impl Broker {
     /// A broker with no connections over `store`, with the rooms the store recovered.
     pub fn new(limits: Limits, mut store: Box<dyn MessageStore>) -> Self {
         let mut rooms = Rooms::default();
+        rooms.new_room_seq = store.new_room_seq();
         let mut memberships: HashMap<_, std::collections::HashSet<RoomId>> = HashMap::new();
         for recovered in store.recovered() {
             let id = rooms.intern(&recovered.tenant, &recovered.name);

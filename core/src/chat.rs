@@ -471,8 +471,7 @@ impl Broker {
         if limit == 0 || to.0 == 0 {
             return Vec::new();
         }
-        let from = Seq(to.0.saturating_sub(limit - 1).max(1));
-        let mut messages = self.store.range(room_id, from, to);
+        let mut messages = self.store.newest(room_id, to, limit);
         let mut bytes = 0;
         let keep = messages
             .iter()

@@ -86,6 +86,10 @@ pub struct Rooms {
     index: HashMap<Arc<str>, HashMap<Arc<str>, RoomId>>,
     rooms: Vec<Room>,
     refused: u64,
+    /// The seq a new room counts from (its first message is the next one): above every
+    /// seq the store may have lost with rooms it no longer knows (see
+    /// [`crate::store::MessageStore::new_room_seq`]).
+    pub new_room_seq: Seq,
 }
 
 impl Rooms {
@@ -127,7 +131,9 @@ impl Rooms {
         }
         let id = RoomId(self.rooms.len() as u32);
         let name: Arc<str> = name.into();
-        self.rooms.push(Room::new(tenant.clone(), name.clone()));
+        let mut room = Room::new(tenant.clone(), name.clone());
+        (room.last_seq, room.appended) = (self.new_room_seq, self.new_room_seq);
+        self.rooms.push(room);
         names.insert(name, id);
         id
     }

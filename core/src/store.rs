@@ -125,6 +125,20 @@ pub trait MessageStore: Send {
     /// The oldest retained seq of `room`, or `last_seq + 1` when none is retained.
     fn first_seq(&self, room: RoomId, last_seq: Seq) -> Seq;
 
+    /// The newest `limit` retained messages of `room` with seq <= `to`, ascending: a
+    /// `history` page, which steps over seqs with no message (lost to damage).
+    fn newest(&self, room: RoomId, to: Seq, limit: u64) -> Vec<StoredMessage> {
+        let from = Seq(to.0.saturating_sub(limit.saturating_sub(1)).max(1));
+        self.range(room, from, to)
+    }
+
+    /// The seq a new room counts from: 0, or, once a repair of the log stepped over
+    /// damage, a bound on every seq the lost records may have held (a room whose every
+    /// record was lost is unknown, and must not give its seqs again).
+    fn new_room_seq(&self) -> Seq {
+        Seq(0)
+    }
+
     /// The seq and ts of the retained message `(room, from, cid)`, for idempotent sends.
     fn find_cid(&self, room: RoomId, from: &str, cid: &str) -> Option<(Seq, u64)>;
 

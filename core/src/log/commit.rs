@@ -3,6 +3,11 @@
 //! then publishes the new durable position. Replies wait for that position, so many
 //! sends share one fsync instead of paying one each.
 //!
+//! A record's position is published as soon as it is durable, also part-way through a
+//! round (at a segment rollover the previous segment is synced first), and after a
+//! failure the open segment is truncated back to what was published: a reply "not
+//! stored" means not stored.
+//!
 //! A write or fsync error is final: the log stops taking writes (the page cache may have
 //! dropped what the failed fsync covered, so retrying could acknowledge lost data), says
 //! why, and the broker keeps serving reads.
@@ -14,6 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::record::Record;
 use super::segment::{self, MAGIC};
 use crate::sync::lock;
 
@@ -289,7 +295,20 @@ impl Drop for Appender {
 struct Committer {
     dir: PathBuf,
     policy: FsyncPolicy,
-    open: Option<(u32, File)>,
+    open: Option<Open>,
+}
+
+/// The segment being written.
+struct Open {
+    n: u32,
+    file: File,
+    /// Its length once everything written is on disk.
+    len: u64,
+    /// Its length covering only records whose position was published: a failure
+    /// truncates the file back to it, so that a record answered "not stored" is not.
+    published_len: u64,
+    /// The last record written and not yet published.
+    pending: Option<Lsn>,
 }
 
 impl Committer {
@@ -320,50 +339,82 @@ impl Committer {
                 continue; // Nothing more reaches the disk; waiters were told.
             }
             if let Err(e) = self.commit(chunks, durability) {
-                durability.fail(e);
+                let undone = self.undo();
+                durability.fail(format!("{e}{undone}"));
             }
         }
     }
 
-    /// Writes the chunks in order, syncing per the policy; advances the durable position.
+    /// Writes the chunks in order, syncing per the policy; publishes the durable
+    /// position as soon as records are durable (a failure later in the round leaves them
+    /// acknowledged, and only the rest fail).
     fn commit(&mut self, chunks: Vec<Chunk>, durability: &Durability) -> Result<(), String> {
-        let mut last = None;
         for chunk in chunks {
-            let file = self.file(chunk.segment)?;
-            file.write_all(&chunk.bytes)
+            let open = self.file(chunk.segment, durability)?;
+            open.file
+                .write_all(&chunk.bytes)
                 .map_err(|e| format!("write to segment {}: {e}", chunk.segment))?;
+            open.len += chunk.bytes.len() as u64;
+            open.pending = Some(chunk.last);
             if self.policy == FsyncPolicy::Always {
-                self.sync()?;
-                durability.advance(chunk.last);
+                self.publish(durability)?;
             }
-            last = Some(chunk.last);
         }
-        if self.policy == FsyncPolicy::Batch {
-            self.sync()?;
+        self.publish(durability)
+    }
+
+    /// Syncs the open segment (unless the policy is `never`) and publishes what it holds.
+    fn publish(&mut self, durability: &Durability) -> Result<(), String> {
+        let Some(open) = &mut self.open else {
+            return Ok(());
+        };
+        let Some(last) = open.pending else {
+            return Ok(());
+        };
+        if self.policy != FsyncPolicy::Never {
+            open.file
+                .sync_data()
+                .map_err(|e| format!("fsync of segment {}: {e}", open.n))?;
         }
-        if let (Some(last), false) = (last, self.policy == FsyncPolicy::Always) {
-            durability.advance(last);
-        }
+        open.published_len = open.len;
+        open.pending = None;
+        durability.advance(last);
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), String> {
-        if let Some((n, file)) = &self.open {
-            file.sync_data()
-                .map_err(|e| format!("fsync of segment {n}: {e}"))?;
+    /// After a failure: truncates the open segment to what was published, so that the
+    /// records about to be answered "not stored" are not found at the next start. Says
+    /// how that went, for the failure's reason.
+    fn undo(&mut self) -> String {
+        let Some(open) = &mut self.open else {
+            return String::new();
+        };
+        // Always: a failed write may have left part of its bytes even if none was counted.
+        let cut = open
+            .file
+            .set_len(open.published_len)
+            .and_then(|()| open.file.sync_data());
+        open.len = open.published_len;
+        open.pending = None;
+        match cut {
+            Ok(()) => String::new(),
+            Err(e) => format!(
+                " (and the unacknowledged records after byte {} of segment {} could not \
+                 be removed: {e}; they may be found at the next start)",
+                open.published_len, open.n
+            ),
         }
-        Ok(())
     }
 
-    /// The open file of segment `n`; moving to a new segment seals the previous one
-    /// (synced) and creates the new one with its magic.
-    fn file(&mut self, n: u32) -> Result<&mut File, String> {
-        if self.open.as_ref().is_none_or(|(open, _)| *open != n) {
-            if self.policy != FsyncPolicy::Never {
-                self.sync()?;
-            }
+    /// The open segment `n`. Moving to a new segment publishes the previous one, creates
+    /// the new one with its magic (synced, with its folder), and only then writes and
+    /// syncs the seal record that ends the previous one: a seal on disk means the next
+    /// segment exists, so recovery can tell a missing segment from a crash.
+    fn file(&mut self, n: u32, durability: &Durability) -> Result<&mut Open, String> {
+        if self.open.as_ref().is_none_or(|open| open.n != n) {
+            self.publish(durability)?;
             let path = segment::path(&self.dir, n);
-            let open = || -> io::Result<File> {
+            let create = || -> io::Result<File> {
                 let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
                 let len = file.metadata()?.len();
                 if len < MAGIC.len() as u64 {
@@ -372,14 +423,148 @@ impl Committer {
                 }
                 Ok(file)
             };
-            let file = open().map_err(|e| format!("open {}: {e}", path.display()))?;
+            let file = create().map_err(|e| format!("open {}: {e}", path.display()))?;
             if self.policy != FsyncPolicy::Never {
                 file.sync_data()
                     .and_then(|()| segment::sync_dir(&self.dir))
                     .map_err(|e| format!("sync of new segment {n}: {e}"))?;
             }
-            self.open = Some((n, file));
+            let len = file
+                .metadata()
+                .map_err(|e| format!("open {}: {e}", path.display()))?
+                .len();
+            if let Some(old) = &mut self.open {
+                let mut seal = Vec::new();
+                Record::Seal { next: n }.encode(&mut seal);
+                old.file
+                    .write_all(&seal)
+                    .map_err(|e| format!("seal of segment {}: {e}", old.n))?;
+                old.len += seal.len() as u64;
+                if self.policy != FsyncPolicy::Never {
+                    old.file
+                        .sync_data()
+                        .map_err(|e| format!("seal of segment {}: {e}", old.n))?;
+                }
+                old.published_len = old.len;
+            }
+            self.open = Some(Open {
+                n,
+                file,
+                len,
+                published_len: len,
+                pending: None,
+            });
         }
-        Ok(&mut self.open.as_mut().expect("opened above").1)
+        Ok(self.open.as_mut().expect("opened above"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::record::{self, Record};
+    use crate::log::recovery;
+    use std::fs;
+
+    fn records(from: u64, to: u64) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for up_to in from..=to {
+            Record::Lease { up_to }.encode(&mut bytes);
+        }
+        bytes
+    }
+
+    fn chunk(segment: u32, from: Lsn, to: Lsn) -> Chunk {
+        Chunk {
+            segment,
+            bytes: records(from, to),
+            last: to,
+        }
+    }
+
+    fn recovered(dir: &std::path::Path) -> Vec<u64> {
+        let mut got = Vec::new();
+        recovery::recover(dir, false, |r, _| {
+            if let Record::Lease { up_to } = r {
+                got.push(up_to);
+            }
+        })
+        .unwrap();
+        got
+    }
+
+    /// A round that rolls over to a segment that cannot be created: the records of the
+    /// previous segment were synced first and are acknowledged; only the rest fail, and
+    /// none of those is found at the next start.
+    #[test]
+    fn a_failed_rollover_acknowledges_what_is_durable_and_only_that() {
+        for policy in [FsyncPolicy::Batch, FsyncPolicy::Always, FsyncPolicy::Never] {
+            let dir = tempfile::tempdir().unwrap();
+            let durability = Durability::default();
+            let mut c = Committer::new(dir.path().into(), policy);
+            c.commit(vec![chunk(1, 1, 2)], &durability).unwrap();
+            assert_eq!(durability.durable(), 2);
+            // The next segment's path is taken by a folder: it cannot be created.
+            let blocked = segment::path(dir.path(), 2);
+            fs::create_dir(&blocked).unwrap();
+            let err = c
+                .commit(vec![chunk(1, 3, 5), chunk(2, 6, 9)], &durability)
+                .unwrap_err();
+            assert!(err.contains("open"), "{err}");
+            assert_eq!(
+                durability.durable(),
+                5,
+                "{policy:?}: records 3..=5 are durable"
+            );
+            assert_eq!(c.undo(), "");
+            drop(c);
+            fs::remove_dir(&blocked).unwrap();
+            assert_eq!(recovered(dir.path()), (1..=5).collect::<Vec<_>>());
+        }
+    }
+
+    /// A write that fails part-way (here: the record bytes go to a file that refuses
+    /// them) is undone: the file is cut back to what was acknowledged.
+    #[test]
+    fn a_failed_write_is_cut_back_to_what_was_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let durability = Durability::default();
+        let mut c = Committer::new(dir.path().into(), FsyncPolicy::Batch);
+        c.commit(vec![chunk(1, 1, 3)], &durability).unwrap();
+        // Bytes past the acknowledged length, as a write cut short by a full disk leaves.
+        let open = c.open.as_mut().unwrap();
+        open.file.write_all(&records(4, 6)[..20]).unwrap();
+        open.len += 20;
+        open.pending = Some(6);
+        assert_eq!(c.undo(), "");
+        drop(c);
+        let len = fs::metadata(segment::path(dir.path(), 1)).unwrap().len();
+        assert_eq!(len, (MAGIC.len() + records(1, 3).len()) as u64);
+        assert_eq!(recovered(dir.path()), vec![1, 2, 3]);
+        assert_eq!(durability.durable(), 3);
+        let _ = record::HEADER;
+    }
+
+    /// The seal is written only once the next segment exists: a sealed segment is
+    /// followed by its next one, which recovery can then miss.
+    #[test]
+    fn a_rollover_seals_the_previous_segment_after_creating_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let durability = Durability::default();
+        let mut c = Committer::new(dir.path().into(), FsyncPolicy::Batch);
+        c.commit(vec![chunk(1, 1, 2), chunk(2, 3, 4)], &durability)
+            .unwrap();
+        drop(c);
+        let mut seals = Vec::new();
+        recovery::recover(dir.path(), false, |r, loc| {
+            if let Record::Seal { next } = r {
+                seals.push((loc.segment(), next));
+            }
+        })
+        .unwrap();
+        assert_eq!(seals, vec![(1, 2)]);
+        fs::remove_file(segment::path(dir.path(), 2)).unwrap();
+        let err = recovery::recover(dir.path(), false, |_, _| {}).unwrap_err();
+        assert!(err.to_string().contains("segment 2 is missing"), "{err}");
     }
 }

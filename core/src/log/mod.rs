@@ -28,15 +28,23 @@ use crate::sync::lock;
 
 pub use commit::{Durability, FsyncPolicy, Lsn};
 use record::Record;
-pub use recovery::{RecoveryError, Report};
+pub use recovery::{Hole, RecoveryError, Report};
 use segment::Loc;
+
+/// How far a seq lease reaches past the seq that renews it: a lease record is written
+/// about once per `LEASE / 2` seqs of the busiest room.
+const LEASE: u64 = 1 << 16;
+/// The control-plane space of the log's own values.
+const LOG_SPACE: &str = "rushhour.log";
+/// Its key for [`MessageStore::new_room_seq`].
+const NEW_ROOM_SEQ: &str = "new_room_seq";
 
 /// How the log is kept.
 #[derive(Clone, Debug)]
 pub struct LogOptions {
     /// When to fsync.
     pub fsync: FsyncPolicy,
-    /// Cut a damaged sealed segment instead of refusing to start.
+    /// Step over damage, keeping every intact record, instead of refusing to start.
     pub repair: bool,
     /// A segment is sealed once it reaches this size.
     pub segment_bytes: u32,
@@ -78,8 +86,13 @@ struct RoomLog {
     last_seq: Seq,
     /// Seq of `entries[0]`.
     first: Seq,
+    /// One entry per retained seq from `first` on, except the seqs in `holes`.
     entries: VecDeque<Entry>,
-    /// The newest encoded messages, a suffix of `entries`.
+    /// Runs of seqs among the entries that have no message, (first seq, count),
+    /// ascending: lost to damage a repair stepped over, or never used after it. Empty
+    /// but after a repair, so lookups stay an index.
+    holes: VecDeque<(Seq, u64)>,
+    /// The newest encoded messages, a suffix of `entries` with no hole.
     window: VecDeque<StoredMessage>,
     /// Dedupe key of (from, cid) → seq, for every retained message.
     cids: HashMap<u64, Seq>,
@@ -96,9 +109,84 @@ impl RoomLog {
             last_seq: Seq(0),
             first: Seq(1),
             entries: VecDeque::new(),
+            holes: VecDeque::new(),
             window: VecDeque::new(),
             cids: HashMap::new(),
             state_segment: segment,
+        }
+    }
+
+    /// The seq after the newest entry.
+    fn end(&self) -> Seq {
+        let holes: u64 = self.holes.iter().map(|h| h.1).sum();
+        Seq(self.first.0 + self.entries.len() as u64 + holes)
+    }
+
+    /// The index of `seq`'s entry, or the next seq that may have one.
+    fn index(&self, seq: Seq) -> Result<usize, Seq> {
+        if seq < self.first {
+            return Err(self.first);
+        }
+        let mut skipped = 0;
+        for &(start, n) in &self.holes {
+            if seq < start {
+                break;
+            }
+            if seq.0 < start.0 + n {
+                return Err(Seq(start.0 + n));
+            }
+            skipped += n;
+        }
+        let i = (seq.0 - self.first.0 - skipped) as usize;
+        if i < self.entries.len() {
+            Ok(i)
+        } else {
+            Err(Seq(u64::MAX))
+        }
+    }
+
+    /// Adds the entry of `seq` (above every entry); returns whether seqs were skipped,
+    /// which empties the window (it never spans a hole).
+    fn push_entry(&mut self, seq: Seq, entry: Entry) -> bool {
+        let mut skipped = false;
+        if self.entries.is_empty() {
+            self.first = seq;
+            self.holes.clear();
+        } else {
+            let end = self.end();
+            if seq > end {
+                self.holes.push_back((end, seq.0 - end.0));
+                self.window.clear();
+                skipped = true;
+            }
+        }
+        self.entries.push_back(entry);
+        skipped
+    }
+
+    /// The lowest seq such that `[from, to]` holds `limit` entries (or all of them).
+    fn newest_from(&self, to: Seq, limit: u64) -> Seq {
+        let mut from = Seq(to.0.saturating_sub(limit.saturating_sub(1)).max(1));
+        if self.holes.is_empty() {
+            return from;
+        }
+        loop {
+            let missing: u64 = self
+                .holes
+                .iter()
+                .map(|&(s, n)| {
+                    let (lo, hi) = (s.0.max(from.0), (s.0 + n - 1).min(to.0));
+                    hi.saturating_sub(lo) + u64::from(hi >= lo)
+                })
+                .sum();
+            let want = Seq(to
+                .0
+                .saturating_sub((limit + missing).saturating_sub(1))
+                .max(1));
+            if want >= from || from <= self.first {
+                return from;
+            }
+            from = want;
         }
     }
 
@@ -111,6 +199,12 @@ impl RoomLog {
                 self.window.pop_front();
             }
             self.first = self.first.next();
+            if let Some(&(start, n)) = self.holes.front() {
+                if start == self.first {
+                    self.first = Seq(start.0 + n);
+                    self.holes.pop_front();
+                }
+            }
         }
     }
 
@@ -143,6 +237,12 @@ pub struct Log {
     /// Control-plane values (meetings, seats…) by (space, key), with the segment of the
     /// record that set them.
     states: States,
+    /// No seq above this is given before a new lease record is written.
+    lease: u64,
+    /// The segment that holds the newest lease record.
+    lease_segment: u32,
+    /// See [`MessageStore::new_room_seq`].
+    new_room_seq: Seq,
 }
 
 /// Control-plane values by (space, key): the segment of the record that set them, and
@@ -178,15 +278,20 @@ impl Log {
             states: States::new(),
             index: HashMap::new(),
             gaps: Vec::new(),
+            positions: Vec::new(),
+            lease: None,
         };
         let mut report = recovery::recover(dir, opts.repair, |r, loc| state.apply(r, loc))?;
         report.cuts.append(&mut state.gaps);
+        let repaired = Repaired::bound(&mut state, &report)?;
+        report.cuts.extend(repaired.lines.iter().cloned());
         let Recovering {
             hasher,
             mut rooms,
             unencoded,
             members,
             states,
+            lease,
             ..
         } = state;
         for (i, (room, tail)) in rooms.iter_mut().zip(unencoded).enumerate() {
@@ -220,10 +325,15 @@ impl Log {
             opts.fsync,
             opts.segment_bytes,
         )?;
-        Ok(Log {
+        let new_room_seq = states
+            .get(&(LOG_SPACE.into(), NEW_ROOM_SEQ.into()))
+            .and_then(|(_, v)| v.parse().ok())
+            .map_or(Seq(0), Seq);
+        let mut log = Log {
             dir: dir.into(),
             opts,
             rooms,
+            lease_segment: appender.segment(),
             appender,
             files: Mutex::new(HashMap::new()),
             hasher,
@@ -232,7 +342,45 @@ impl Log {
             scratch: Vec::new(),
             doomed: None,
             states,
-        })
+            lease: lease.map_or(0, |l| l.0),
+            new_room_seq,
+        };
+        if !log.report.holes.is_empty() {
+            log.record_repair(&repaired)?;
+        }
+        Ok(log)
+    }
+
+    /// Makes what a repair decided durable before any new seq is given: the raised
+    /// room counters, the seq new rooms count from, the first segment, a new lease.
+    fn record_repair(&mut self, repaired: &Repaired) -> Result<(), RecoveryError> {
+        let failed = |e: Error| RecoveryError::Io(std::io::Error::other(e.to_string()));
+        for &(i, last_seq) in &repaired.raised {
+            let (tenant, room) = (self.rooms[i].tenant.clone(), self.rooms[i].name.clone());
+            self.push(&Record::Room {
+                tenant: &tenant,
+                room: &room,
+                last_seq,
+            })
+            .map_err(failed)?;
+        }
+        if repaired.new_room_seq > self.new_room_seq {
+            self.new_room_seq = repaired.new_room_seq;
+            let value = repaired.new_room_seq.0.to_string();
+            self.put_state(LOG_SPACE, NEW_ROOM_SEQ, Some(&value))
+                .map_err(failed)?;
+        }
+        if let Some(segment) = self.report.first {
+            self.push(&Record::First { segment }).map_err(failed)?;
+        }
+        let top = self.rooms.iter().map(|r| r.last_seq.0).max().unwrap_or(0);
+        self.lease = self.lease.max(top).max(self.new_room_seq.0) + LEASE;
+        let up_to = self.lease;
+        let (lsn, _) = self.push(&Record::Lease { up_to }).map_err(failed)?;
+        self.appender
+            .durability()
+            .wait(lsn, std::time::Duration::from_secs(60))
+            .map_err(|reason| RecoveryError::Io(std::io::Error::other(reason.to_string())))
     }
 
     /// What recovery found and cut.
@@ -258,7 +406,19 @@ impl Log {
         r
     }
 
+    /// Queues a record. The first record of each new segment is followed by the current
+    /// lease, so that every segment bounds the seqs given before it.
     fn push(&mut self, record: &Record<'_>) -> Result<(Lsn, Loc)> {
+        let pushed = self.push_one(record)?;
+        if pushed.1.segment() != self.lease_segment {
+            self.lease_segment = pushed.1.segment();
+            let up_to = self.lease;
+            self.push_one(&Record::Lease { up_to })?;
+        }
+        Ok(pushed)
+    }
+
+    fn push_one(&mut self, record: &Record<'_>) -> Result<(Lsn, Loc)> {
         self.scratch.clear();
         record.encode(&mut self.scratch);
         self.appender.push(&self.scratch).map_err(|reason| {
@@ -383,6 +543,11 @@ impl Log {
         for (space, key, value) in old {
             self.put_state(&space, &key, Some(&value))?;
         }
+        // The next start then knows those segments went on purpose, and can still bound
+        // seqs when the lease record was in one of them.
+        self.push(&Record::First { segment: live })?;
+        let up_to = self.lease;
+        self.push(&Record::Lease { up_to })?;
         self.doomed = Some((dead, self.appender.last()));
         Ok(())
     }
@@ -400,6 +565,13 @@ impl MessageStore for Log {
         name: &Arc<str>,
         body: &str,
     ) -> Result<Lsn> {
+        if msg.seq.0 + LEASE / 2 > self.lease {
+            // Durable before the message (records are durable in order): a seq beyond
+            // every lease is never acknowledged.
+            self.lease = msg.seq.0 + LEASE;
+            let up_to = self.lease;
+            self.push(&Record::Lease { up_to })?;
+        }
         let (lsn, loc) = self.push(&Record::Message {
             tenant,
             room: name,
@@ -413,14 +585,12 @@ impl MessageStore for Log {
         let (max, window) = (self.opts.max_per_room, self.opts.window);
         let room = self.room(msg.room, tenant, name);
         room.last_seq = msg.seq;
-        if room.entries.is_empty() {
-            room.first = msg.seq;
-        }
-        room.entries.push_back(Entry {
+        let entry = Entry {
             loc,
             ts: msg.ts,
             key,
-        });
+        };
+        room.push_entry(msg.seq, entry);
         room.cids.insert(key, msg.seq);
         room.window.push_back(msg);
         while room.window.len() > window {
@@ -495,7 +665,13 @@ impl MessageStore for Log {
         let mut out = Vec::new();
         let mut seq = from;
         while seq <= to && seq < window_first {
-            let entry = r.entries[(seq.0 - r.first.0) as usize];
+            let entry = match r.index(seq) {
+                Ok(i) => r.entries[i],
+                Err(next) => {
+                    seq = next; // A hole: no message there.
+                    continue;
+                }
+            };
             match self.read(room, seq, entry.loc) {
                 Some(m) => out.push(m),
                 None => break, // Reported; the replay resumes from what can be read.
@@ -510,6 +686,17 @@ impl MessageStore for Log {
         out
     }
 
+    fn newest(&self, room: RoomId, to: Seq, limit: u64) -> Vec<StoredMessage> {
+        let Some(r) = self.rooms.get(room.0 as usize) else {
+            return Vec::new();
+        };
+        self.range(room, r.newest_from(to.min(r.last_seq), limit), to)
+    }
+
+    fn new_room_seq(&self) -> Seq {
+        self.new_room_seq
+    }
+
     fn first_seq(&self, room: RoomId, last_seq: Seq) -> Seq {
         self.rooms
             .get(room.0 as usize)
@@ -520,7 +707,7 @@ impl MessageStore for Log {
     fn find_cid(&self, room: RoomId, from: &str, cid: &str) -> Option<(Seq, u64)> {
         let r = self.rooms.get(room.0 as usize)?;
         let seq = *r.cids.get(&self.key(from, cid))?;
-        let entry = r.entries[(seq.0 - r.first.0) as usize];
+        let entry = r.entries[r.index(seq).ok()?];
         let same = |m: &StoredMessage| &*m.from == from && &*m.cid == cid;
         let window_first = r.window.front().map_or(r.last_seq.next(), |m| m.seq);
         let matches = if seq >= window_first {
@@ -599,6 +786,11 @@ struct Recovering<'a> {
     states: States,
     index: HashMap<(Arc<str>, Arc<str>), usize>,
     gaps: Vec<String>,
+    /// Per room (same index), the place of its newest message or counter record: its
+    /// seq counter there is exact.
+    positions: Vec<Option<Loc>>,
+    /// The highest lease read, and the place of the newest lease record.
+    lease: Option<(u64, Loc)>,
 }
 
 impl Recovering<'_> {
@@ -611,16 +803,28 @@ impl Recovering<'_> {
             .push(RoomLog::new(key.0.clone(), key.1.clone(), segment));
         self.unencoded.push(VecDeque::new());
         self.members.push(HashMap::new());
+        self.positions.push(None);
         self.index.insert(key, self.rooms.len() - 1);
         self.rooms.len() - 1
     }
 
     fn apply(&mut self, record: Record<'_>, loc: Loc) {
-        if let Record::State { space, key, value } = record {
-            set_state(&mut self.states, space, key, value, loc.segment());
-            return;
+        match record {
+            Record::State { space, key, value } => {
+                set_state(&mut self.states, space, key, value, loc.segment());
+                return;
+            }
+            Record::Lease { up_to } => {
+                let top = self.lease.map_or(up_to, |(l, _)| l.max(up_to));
+                self.lease = Some((top, loc));
+                return;
+            }
+            Record::Seal { .. } | Record::First { .. } => return, // Read by recovery.
+            _ => {}
         }
-        let (tenant, name) = record.room();
+        let Some((tenant, name)) = record.room() else {
+            return;
+        };
         let i = self.room(tenant, name, loc.segment());
         let window = self.opts.window;
         let key = match record {
@@ -647,23 +851,14 @@ impl Recovering<'_> {
                     ));
                     return;
                 }
-                if room.last_seq.0 > 0 && seq != room.last_seq.next() {
-                    self.gaps.push(format!(
-                        "room {tenant}/{name} has no seqs {}..{} (cut by --repair)",
-                        room.last_seq.next(),
-                        seq.0 - 1
-                    ));
-                    // Only a contiguous run is retained, so replay never crosses a hole.
-                    room.entries.clear();
-                    room.window.clear();
+                // Seqs skipped here were lost to damage a repair stepped over (this start
+                // or an earlier one): the messages on both sides are kept, and the window
+                // starts again after the hole.
+                if room.push_entry(seq, Entry { loc, ts, key }) {
                     unencoded.clear();
-                    room.cids.clear();
-                }
-                if room.entries.is_empty() {
-                    room.first = seq;
                 }
                 room.last_seq = seq;
-                room.entries.push_back(Entry { loc, ts, key });
+                self.positions[i] = Some(loc);
                 room.cids.insert(key, seq);
                 if room.window.len() < window && unencoded.is_empty() {
                     room.window.push_back(StoredMessage {
@@ -699,16 +894,15 @@ impl Recovering<'_> {
                     *c = (c.0.max(delivered), c.1.max(read));
                 }
             }
-            Record::State { .. } => unreachable!("handled above"),
+            Record::State { .. }
+            | Record::Lease { .. }
+            | Record::Seal { .. }
+            | Record::First { .. } => unreachable!("handled above"),
             Record::Room { last_seq, .. } => {
-                if Seq(last_seq) > room.last_seq {
-                    room.last_seq = Seq(last_seq);
-                    room.first = room.last_seq.next();
-                    room.entries.clear();
-                    room.window.clear();
-                    unencoded.clear();
-                    room.cids.clear();
-                }
+                // The counter carried forward (by retention, or raised by a repair): the
+                // messages read before it stay, and the next one may leave a hole.
+                room.last_seq = room.last_seq.max(Seq(last_seq));
+                self.positions[i] = Some(loc);
             }
         }
     }
@@ -716,3 +910,89 @@ impl Recovering<'_> {
 
 #[cfg(test)]
 mod tests;
+
+/// What a repair decided about seqs: no seq that may have been acknowledged in the
+/// records it stepped over is given again.
+///
+/// Why bounds and not a scan of the damaged bytes: a damaged record's seq cannot be
+/// trusted, and a hole may have lost whole records. So each room's next seq comes from
+/// what is certain: the seqs of a room grow with its records' places in the log, so a
+/// room with an intact message (or counter) after every hole lost nothing above it;
+/// for the others, a hole of `b` bytes held at most `b / MIN_MESSAGE` messages, and the
+/// newest lease record (written before any seq passes it, and again in every segment)
+/// bounds every room at its place, plus what the holes after it can hold. A room known
+/// only by its members, or not at all (every record lost), takes the lease bound; when
+/// there is none (a hole of unknown size after the newest lease: the newest segment
+/// missing), the repair refuses rather than guess.
+#[derive(Default)]
+struct Repaired {
+    /// Rooms (by index) whose counter is raised, and to what.
+    raised: Vec<(usize, u64)>,
+    /// The seq new rooms count from.
+    new_room_seq: Seq,
+    /// Report lines.
+    lines: Vec<String>,
+}
+
+impl Repaired {
+    fn bound(state: &mut Recovering<'_>, report: &Report) -> Result<Repaired, RecoveryError> {
+        let holes = &report.holes;
+        let mut out = Repaired::default();
+        if holes.is_empty() {
+            return Ok(out);
+        }
+        // Messages the holes after `at` may have held; None when one has no known size.
+        let lost = |at: Loc| -> Option<u64> {
+            holes
+                .iter()
+                .filter(|h| h.at > at)
+                .map(|h| h.bytes.map(|b| b / record::MIN_MESSAGE))
+                .sum()
+        };
+        let unbounded = |what: &str| {
+            let hole = holes
+                .iter()
+                .find(|h| h.bytes.is_none())
+                .map_or("", |h| &h.what);
+            RecoveryError::Unrepairable(format!(
+                "{what} may have lost messages where {hole}, and no later record bounds \
+                 their seqs, so new messages could be given seqs already acknowledged. \
+                 Restore the missing data, or move the log aside"
+            ))
+        };
+        let global = state.lease.and_then(|(up_to, at)| Some(up_to + lost(at)?));
+        for (i, room) in state.rooms.iter_mut().enumerate() {
+            let own = match state.positions[i] {
+                Some(at) if !holes.iter().any(|h| h.at > at) => continue, // Exact.
+                Some(at) => lost(at).map(|n| room.last_seq.0 + n),
+                None => None,
+            };
+            let bound = match (own, global) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => {
+                    return Err(unbounded(&format!("room {}/{}", room.tenant, room.name)))
+                }
+            };
+            if bound > room.last_seq.0 {
+                out.lines.push(format!(
+                    "--repair: room {}/{} may have used seqs up to {bound} where records \
+                     were lost (its newest readable one is {}); its next message is {}",
+                    room.tenant,
+                    room.name,
+                    room.last_seq,
+                    bound + 1
+                ));
+                room.last_seq = Seq(bound);
+                out.raised.push((i, bound));
+            }
+        }
+        let floor = global.ok_or_else(|| unbounded("a room whose every record was lost"))?;
+        out.new_room_seq = Seq(floor);
+        out.lines.push(format!(
+            "--repair: a room whose every record was lost may have used seqs up to \
+             {floor}: new rooms count from there"
+        ));
+        Ok(out)
+    }
+}

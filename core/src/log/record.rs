@@ -15,6 +15,15 @@ const KIND_MEMBER: u8 = 2;
 const KIND_ROOM: u8 = 3;
 const KIND_CURSOR: u8 = 4;
 const KIND_STATE: u8 = 5;
+const KIND_LEASE: u8 = 6;
+const KIND_SEAL: u8 = 7;
+const KIND_FIRST: u8 = 8;
+/// The highest record kind: a resynchronising scan checks it before the checksum.
+pub const MAX_KIND: u8 = KIND_FIRST;
+
+/// The fewest bytes a message record can take (every string empty): a run of `n`
+/// unreadable bytes held at most `n / MIN_MESSAGE` messages.
+pub const MIN_MESSAGE: u64 = (HEADER + 1 + 2 + 2 + 8 + 8 + 2 + 2 + 4) as u64;
 
 /// One state change of the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +59,16 @@ pub enum Record<'a> {
         key: &'a str,
         value: Option<&'a str>,
     },
+    /// No room's seq is above `up_to` until a later lease: written before the first
+    /// message that would pass it, and again in every new segment, so that recovery
+    /// can bound the seqs of messages it cannot read.
+    Lease { up_to: u64 },
+    /// The last record of a sealed segment: segment `next` was created (and synced)
+    /// before this record was written, so a missing `next` or a sealed segment that does
+    /// not end with this record is damage, not a crash.
+    Seal { next: u32 },
+    /// Retention removed the segments before `segment` (written before they go).
+    First { segment: u32 },
     /// A member's receipt cursors (delivered up to, read up to).
     Cursor {
         tenant: &'a str,
@@ -148,6 +167,18 @@ impl Record<'_> {
                 out.extend_from_slice(&(value.len() as u32).to_le_bytes());
                 out.extend_from_slice(value.as_bytes());
             }
+            Record::Lease { up_to } => {
+                out.push(KIND_LEASE);
+                out.extend_from_slice(&up_to.to_le_bytes());
+            }
+            Record::Seal { next } => {
+                out.push(KIND_SEAL);
+                out.extend_from_slice(&next.to_le_bytes());
+            }
+            Record::First { segment } => {
+                out.push(KIND_FIRST);
+                out.extend_from_slice(&segment.to_le_bytes());
+            }
             Record::Cursor {
                 tenant,
                 room,
@@ -170,14 +201,15 @@ impl Record<'_> {
         out.len() - start
     }
 
-    /// The record's tenant and room.
-    pub fn room(&self) -> (&str, &str) {
+    /// The record's tenant and room; None for the log's own records.
+    pub fn room(&self) -> Option<(&str, &str)> {
         match *self {
             Record::Message { tenant, room, .. }
             | Record::Member { tenant, room, .. }
             | Record::Room { tenant, room, .. }
-            | Record::Cursor { tenant, room, .. } => (tenant, room),
-            Record::State { space, .. } => ("", space),
+            | Record::Cursor { tenant, room, .. } => Some((tenant, room)),
+            Record::State { space, .. } => Some(("", space)),
+            Record::Lease { .. } | Record::Seal { .. } | Record::First { .. } => None,
         }
     }
 }
@@ -235,6 +267,10 @@ impl<'a> Fields<'a> {
         self.take(1).map(|b| b[0])
     }
 
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)?.try_into().ok().map(u32::from_le_bytes)
+    }
+
     fn u64(&mut self) -> Option<u64> {
         self.take(8)?.try_into().ok().map(u64::from_le_bytes)
     }
@@ -284,6 +320,11 @@ impl<'a> Fields<'a> {
                     value: present.then_some(value),
                 }
             }
+            KIND_LEASE => Record::Lease { up_to: self.u64()? },
+            KIND_SEAL => Record::Seal { next: self.u32()? },
+            KIND_FIRST => Record::First {
+                segment: self.u32()?,
+            },
             KIND_CURSOR => Record::Cursor {
                 tenant: self.str()?,
                 room: self.str()?,
@@ -346,6 +387,9 @@ mod tests {
                 key: "m-1",
                 value: None,
             },
+            Record::Lease { up_to: 65_536 },
+            Record::Seal { next: 4 },
+            Record::First { segment: 3 },
         ];
         let mut buf = Vec::new();
         for r in &records {

@@ -2,14 +2,17 @@
 //! records. Only the newest segment is written; the others are sealed.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::record::{self, Bad, HEADER};
 
-/// The first bytes of every segment: format name and version.
-pub const MAGIC: &[u8; 8] = b"RHLOG01\n";
+/// The first bytes of every segment: format name and version. Version 2: a sealed
+/// segment ends with a [`record::Record::Seal`].
+pub const MAGIC: &[u8; 8] = b"RHLOG02\n";
+/// The first bytes of a version 1 segment (no seal records), still read.
+pub const MAGIC_V1: &[u8; 8] = b"RHLOG01\n";
 
 /// Where a record lives: segment number and byte offset, packed into one word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,6 +96,8 @@ pub struct Scanner {
     /// The segment's length on disk.
     pub len: u64,
     buf: Vec<u8>,
+    /// Version 2 or later: a sealed segment must end with a seal record.
+    pub sealed_format: bool,
 }
 
 /// What the scanner found at its offset.
@@ -117,9 +122,8 @@ impl Scanner {
         let mut reader = BufReader::with_capacity(256 << 10, file);
         let mut magic = [0; MAGIC.len()];
         let got = read_full(&mut reader, &mut magic)?;
-        if got == magic.len() && &magic != MAGIC
-            || got < magic.len() && magic[..got] != MAGIC[..got]
-        {
+        let v1 = magic[..got] == MAGIC_V1[..got] && (got == magic.len() || got > 6);
+        if !v1 && magic[..got] != MAGIC[..got] {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{} is not a rushhour log segment", path.display()),
@@ -130,7 +134,18 @@ impl Scanner {
             offset: got as u64,
             len,
             buf: Vec::new(),
+            sealed_format: !v1,
         })
+    }
+
+    /// Moves to `offset` (a record found by [`resync`]).
+    ///
+    /// # Errors
+    /// As `lseek(2)`.
+    pub fn seek(&mut self, offset: u64) -> io::Result<()> {
+        self.reader.seek(SeekFrom::Start(offset))?;
+        self.offset = offset;
+        Ok(())
     }
 
     /// The record at the current offset; [`Scanner::advance`] moves past it.
@@ -168,6 +183,30 @@ impl Scanner {
     pub fn advance(&mut self, len: usize) {
         self.offset += len as u64;
     }
+}
+
+/// The offset of the first intact record that starts after `bad` in `file` (`len`
+/// bytes long), if any: a checksum that matches over a plausible length and kind, and
+/// fields that parse. Intact records after damage mean the damage is not a torn write.
+///
+/// # Errors
+/// As `pread(2)`.
+pub fn resync(file: &File, bad: u64, len: u64) -> io::Result<Option<u64>> {
+    let from = bad + 1;
+    let mut buf = vec![0; len.saturating_sub(from) as usize];
+    file.read_exact_at(&mut buf, from)?;
+    Ok(find_record(&buf).map(|at| from + at as u64))
+}
+
+/// The offset of the first intact record in `buf`, if any.
+pub fn find_record(buf: &[u8]) -> Option<usize> {
+    (0..buf.len().saturating_sub(HEADER)).find(|&at| {
+        let rest = &buf[at..];
+        // Cheap checks first: most offsets fail them, and only the rest pay a checksum.
+        record::payload_len(rest).is_ok_and(|n| {
+            HEADER + n <= rest.len() && (1..=record::MAX_KIND).contains(&rest[HEADER])
+        }) && record::decode(rest).is_ok()
+    })
 }
 
 /// Reads until `buf` is full or the end; returns how many bytes were read.

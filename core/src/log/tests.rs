@@ -75,15 +75,17 @@ fn last_segment(dir: &Path) -> std::path::PathBuf {
     segment::path(dir, *segment::list(dir).unwrap().last().unwrap())
 }
 
-/// Offsets of the records of a segment, from a scan.
+/// Offsets of the message records of a segment, from a scan.
 fn record_offsets(path: &Path) -> Vec<u64> {
     let mut scanner = segment::Scanner::open(path).unwrap();
     let mut offsets = Vec::new();
     loop {
         let at = scanner.offset;
         match scanner.read_next().unwrap() {
-            segment::Scanned::Record(_, len) => {
-                offsets.push(at);
+            segment::Scanned::Record(r, len) => {
+                if matches!(r, Record::Message { .. }) {
+                    offsets.push(at);
+                }
                 scanner.advance(len);
             }
             _ => return offsets,
@@ -205,28 +207,65 @@ fn a_torn_tail_is_cut_at_every_offset() {
     );
 }
 
+fn repairing() -> LogOptions {
+    LogOptions {
+        repair: true,
+        ..options()
+    }
+}
+
+/// Flips one bit in the middle message record of `path`; returns that message's seq
+/// (the test fills one room, seq = order).
+fn flip_middle(path: &Path) -> u64 {
+    let offsets = record_offsets(path);
+    let mut bytes = fs::read(path).unwrap();
+    let at = offsets[offsets.len() / 2] as usize;
+    let (record, _) = record::decode(&bytes[at..]).unwrap();
+    let Record::Message { seq, .. } = record else {
+        unreachable!()
+    };
+    bytes[at + record::HEADER + 3] ^= 0x80;
+    fs::write(path, &bytes).unwrap();
+    seq
+}
+
+/// What a repaired log must serve: every message but `lost`, at its seq, each retried
+/// cid a duplicate of its original seq, and new seqs above every old one.
+fn assert_repaired(log: &mut Log, n: u64, lost: &[u64]) {
+    let kept: Vec<u64> = (1..=n).filter(|s| !lost.contains(s)).collect();
+    assert_eq!(seqs(log, 0), kept, "every intact message at its seq");
+    for &seq in &kept {
+        assert_eq!(
+            log.find_cid(RoomId(0), "alice", &format!("c{seq}")),
+            Some((Seq(seq), 1_000 + seq)),
+            "the dedupe entry of {seq} is kept"
+        );
+    }
+    let last = log.recovered()[0].last_seq;
+    assert!(
+        last.0 >= n,
+        "seqs up to {n} were acknowledged, the counter is at {last}"
+    );
+}
+
 #[test]
 fn damage_in_a_sealed_segment_stops_the_start_unless_repair() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let mut log = open(dir.path(), options());
-        fill(&mut log, 1, 200);
-    }
+    fill(&mut open(dir.path(), options()), 1, 200);
     let segments = segment::list(dir.path()).unwrap();
     assert!(segments.len() >= 3);
     let sealed = segment::path(dir.path(), segments[1]);
-    let offsets = record_offsets(&sealed);
-    let mut bytes = fs::read(&sealed).unwrap();
-    let middle = offsets[offsets.len() / 2] as usize + record::HEADER + 3;
-    bytes[middle] ^= 0x80;
-    fs::write(&sealed, &bytes).unwrap();
+    let lost = flip_middle(&sealed);
+    let bytes = fs::read(&sealed).unwrap();
 
     let err = Log::open(dir.path(), options(), 10_000)
         .err()
         .expect("refuses");
     let text = err.to_string();
     assert!(
-        text.contains("--repair") && text.contains("damaged"),
+        text.contains("--repair")
+            && text.contains("damaged")
+            && text.contains(&sealed.display().to_string()),
         "{text}"
     );
     assert_eq!(
@@ -235,21 +274,141 @@ fn damage_in_a_sealed_segment_stops_the_start_unless_repair() {
         "nothing changed without repair"
     );
 
+    let mut log = open(dir.path(), repairing());
+    assert!(log.report().cuts.iter().any(|c| c.contains("--repair")));
+    assert_repaired(&mut log, 200, &[lost]);
+    drop(log);
+    // The repaired log starts without --repair, serves the same, says nothing of a repair.
+    let mut log = open(dir.path(), options());
+    assert!(log.report().cuts.is_empty(), "{:?}", log.report().cuts);
+    assert_repaired(&mut log, 200, &[lost]);
+}
+
+/// A flipped bit in a record in the middle of the newest segment is damage, not a torn
+/// write: the intact records after it say so.
+#[test]
+fn damage_in_the_middle_of_the_newest_segment_is_not_a_torn_write() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(&mut open(dir.path(), LogOptions::default()), 1, 50);
+    let newest = last_segment(dir.path());
+    let lost = flip_middle(&newest);
+    let err = Log::open(dir.path(), LogOptions::default(), 10_000)
+        .err()
+        .expect("refuses");
+    let text = err.to_string();
+    assert!(
+        text.contains(&newest.display().to_string()) && text.contains("intact records follow"),
+        "{text}"
+    );
     let mut log = open(
         dir.path(),
         LogOptions {
             repair: true,
-            ..options()
+            ..LogOptions::default()
         },
     );
-    assert!(log.report().cuts.iter().any(|c| c.contains("--repair")));
-    let got = seqs(&log, 0);
-    assert_eq!(*got.last().unwrap(), 200, "later segments kept");
+    assert_repaired(&mut log, 50, &[lost]);
+    // New messages get seqs never given before.
+    let m = message(0, 51, "new");
+    assert!(log.recovered().is_empty(), "taken once");
+    let last = log.rooms[0].last_seq;
+    assert!(last.0 >= 50);
+    let fresh = message(0, last.0 + 1, "fresh");
+    let lsn = log.append(fresh, &name("acme"), &name("r0"), "{}").unwrap();
+    log.durability().wait(lsn, Duration::from_secs(10)).unwrap();
+    drop((log, m));
+    let mut log = open(dir.path(), LogOptions::default());
+    assert_eq!(log.recovered()[0].last_seq, last.next());
+    assert_eq!(*seqs(&log, 0).last().unwrap(), last.0 + 1);
+}
+
+#[test]
+fn a_missing_segment_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(&mut open(dir.path(), options()), 1, 400);
+    let segments = segment::list(dir.path()).unwrap();
+    assert!(segments.len() >= 4);
+    // A segment in the middle.
+    let gone = segment::path(dir.path(), segments[2]);
+    let lost: Vec<u64> = {
+        let offsets = record_offsets(&gone);
+        let bytes = fs::read(&gone).unwrap();
+        offsets
+            .iter()
+            .map(|&o| match record::decode(&bytes[o as usize..]).unwrap().0 {
+                Record::Message { seq, .. } => seq,
+                _ => unreachable!(),
+            })
+            .collect()
+    };
+    let saved = fs::read(&gone).unwrap();
+    fs::remove_file(&gone).unwrap();
+    let err = Log::open(dir.path(), options(), 10_000)
+        .err()
+        .expect("refuses");
     assert!(
-        got.windows(2).all(|w| w[1] == w[0] + 1),
-        "only a contiguous run is served"
+        err.to_string()
+            .contains(&format!("segment {} is missing", segments[2])),
+        "{err}"
     );
-    assert_eq!(log.recovered()[0].last_seq, Seq(200));
+    let mut log = open(dir.path(), repairing());
+    assert_repaired(&mut log, 400, &lost);
+    drop(log);
+    let mut log = open(dir.path(), options());
+    assert_repaired(&mut log, 400, &lost);
+    drop(log);
+
+    // The newest segment: the seal of the one before says it existed.
+    let dir = tempfile::tempdir().unwrap();
+    fill(&mut open(dir.path(), options()), 1, 200);
+    let newest = last_segment(dir.path());
+    fs::remove_file(&newest).unwrap();
+    let err = Log::open(dir.path(), options(), 10_000)
+        .err()
+        .expect("refuses");
+    assert!(err.to_string().contains("is missing"), "{err}");
+    // Nothing after it bounds the seqs it held: even --repair refuses.
+    let err = Log::open(dir.path(), repairing(), 10_000)
+        .err()
+        .expect("refuses");
+    assert!(matches!(err, RecoveryError::Unrepairable(_)), "{err}");
+
+    // The first segment, with no retention record saying it went.
+    let dir = tempfile::tempdir().unwrap();
+    fill(&mut open(dir.path(), options()), 1, 200);
+    fs::remove_file(segment::path(dir.path(), 1)).unwrap();
+    let err = Log::open(dir.path(), options(), 10_000)
+        .err()
+        .expect("refuses");
+    assert!(err.to_string().contains("segment 1 is missing"), "{err}");
+    drop(saved);
+}
+
+/// A sealed segment cut at a record boundary looks whole but for its seal.
+#[test]
+fn a_cut_sealed_segment_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(&mut open(dir.path(), options()), 1, 200);
+    let segments = segment::list(dir.path()).unwrap();
+    let sealed = segment::path(dir.path(), segments[1]);
+    let offsets = record_offsets(&sealed);
+    let cut = offsets[offsets.len() / 2];
+    let bytes = fs::read(&sealed).unwrap();
+    let lost: Vec<u64> = offsets
+        .iter()
+        .filter(|&&o| o >= cut)
+        .map(|&o| match record::decode(&bytes[o as usize..]).unwrap().0 {
+            Record::Message { seq, .. } => seq,
+            _ => unreachable!(),
+        })
+        .collect();
+    fs::write(&sealed, &bytes[..cut as usize]).unwrap();
+    let err = Log::open(dir.path(), options(), 10_000)
+        .err()
+        .expect("refuses");
+    assert!(err.to_string().contains("without its seal"), "{err}");
+    let mut log = open(dir.path(), repairing());
+    assert_repaired(&mut log, 200, &lost);
 }
 
 #[test]
