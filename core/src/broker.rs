@@ -323,6 +323,10 @@ impl Broker {
                 self.reply_error(conn, None, &Error::bad_request(why), ob);
                 return None;
             }
+            Err(ParseError::Limit { refusal, id }) => {
+                self.reply_error(conn, id, &Error::bad_request(refusal.message()), ob);
+                return None;
+            }
         };
         let id = frame.id();
         if self.conns.get(&conn)?.session.is_none() {

@@ -15,6 +15,7 @@ use crate::fanout::Outbox;
 use crate::frames::{self, JsonFrame};
 use crate::ids::{is_valid_id, ConnId, RoomId, Seq};
 use crate::inbound::ClientFrame;
+use crate::json_limits::{self, Refusal};
 use crate::log::Lsn;
 use crate::pending::{Effect, Waiting};
 use crate::store::StoredMessage;
@@ -491,7 +492,8 @@ impl Broker {
     /// returned log position is durable.
     ///
     /// # Errors
-    /// `bad_request` for invalid ids, `too_large` for a big body, `internal` on storage failure.
+    /// `bad_request` for invalid ids or a body that is not JSON or is past the
+    /// [`json_limits`], `too_large` for a big body, `internal` on storage failure.
     pub fn publish(
         &mut self,
         tenant: &str,
@@ -506,8 +508,12 @@ impl Broker {
                 "tenant, room and from must be 1-128 chars of [A-Za-z0-9_.:@/-]",
             ));
         }
-        if serde_json::from_str::<serde::de::IgnoredAny>(body).is_err() {
-            return Err(Error::bad_request("body must be JSON"));
+        match json_limits::check(body) {
+            Ok(()) => {}
+            Err(Refusal::NotJson) => return Err(Error::bad_request("body must be JSON")),
+            Err(refusal) => {
+                return Err(Error::bad_request(format!("body refused: {refusal}")));
+            }
         }
         self.append(&Arc::from(tenant), room, &Arc::from(from), cid, body, now)
     }

@@ -1,8 +1,10 @@
 //! Parsing of client JSON frames: one validating pass, fields read lazily.
 //!
-//! A frame is parsed into raw JSON slices first (`serde_json`'s `RawValue`), so the
-//! `body` of a `send` is validated once and kept as the sender's text, and fields that
-//! the op does not use cost nothing.
+//! A frame is checked against the [`json_limits`](crate::json_limits) first, then
+//! parsed into raw JSON slices (`serde_json`'s `RawValue`), so the `body` of a `send` is
+//! validated once and kept as the sender's text, and fields that the op does not use
+//! cost nothing. Every frame is checked, control frames included: what reaches the
+//! session layer's parser keeps the limits.
 
 use std::borrow::Cow;
 
@@ -10,6 +12,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::Error;
+use crate::json_limits::{self, Refusal};
 
 /// The fields of a client frame that the core reads. Unknown fields are ignored.
 #[derive(Deserialize, Debug)]
@@ -49,15 +52,36 @@ pub enum ParseError {
     NotJson,
     /// JSON, but not a request object (no `op`, a non-integer `id`, …).
     Invalid(&'static str),
+    /// JSON past one of the [`json_limits`]: answered `bad_request`, with the frame's
+    /// `id` when one could be read.
+    Limit {
+        /// The limit passed.
+        refusal: Refusal,
+        /// The frame's `id`, read leniently for the error reply.
+        id: Option<i64>,
+    },
 }
 
 impl<'a> ClientFrame<'a> {
     /// Parses a text frame.
     ///
     /// # Errors
-    /// [`ParseError::NotJson`] for text that is not JSON, `Invalid` for JSON that is not
-    /// an object with a string `op` and an optional integer `id`.
+    /// [`ParseError::NotJson`] for text that is not JSON, `Limit` for JSON past the
+    /// [`json_limits`], `Invalid` for JSON that is not an object with a string `op` and
+    /// an optional integer `id`.
     pub fn parse(text: &'a str) -> Result<ClientFrame<'a>, ParseError> {
+        match json_limits::check(text) {
+            Ok(()) => {}
+            Err(Refusal::NotJson) => return Err(ParseError::NotJson),
+            Err(refusal) => {
+                // Only on the error path. serde_json skips `RawValue`s and unknown fields
+                // without recursing, so this reads the `id` of a frame of any depth.
+                let id = serde_json::from_str::<ClientFrame<'_>>(text)
+                    .ok()
+                    .and_then(|frame| frame.id());
+                return Err(ParseError::Limit { refusal, id });
+            }
+        }
         match serde_json::from_str::<ClientFrame<'a>>(text) {
             Ok(frame) => {
                 let op = frame.op.ok_or(ParseError::Invalid("frame has no \"op\""))?;
@@ -69,11 +93,10 @@ impl<'a> ClientFrame<'a> {
                 }
                 Ok(frame)
             }
-            // Only on the error path: tell "not JSON" from "JSON of the wrong shape".
-            Err(_) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => Err(
-                ParseError::Invalid("a frame must be a JSON object with \"op\""),
-            ),
-            Err(_) => Err(ParseError::NotJson),
+            // The check above accepted it: JSON, of the wrong shape.
+            Err(_) => Err(ParseError::Invalid(
+                "a frame must be a JSON object with \"op\"",
+            )),
         }
     }
 
@@ -208,6 +231,33 @@ mod tests {
             ClientFrame::parse("{\"op\":\"x\",\"id\":\"1\"}"),
             Err(ParseError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn refuses_frames_past_the_limits_with_their_id() {
+        let deep = format!(
+            r#"{{"op":"send","id":7,"room":"r","body":{}{}}}"#,
+            "[".repeat(5_000),
+            "]".repeat(5_000)
+        );
+        let long = format!(r#"{{"op":"hello","id":8,"token":{}}}"#, "9".repeat(4_301));
+        let lone = r#"{"op":"meeting.create","title":"\ud800","id":9}"#;
+        for (text, refusal, id) in [
+            (deep.as_str(), Refusal::TooDeep, Some(7)),
+            (long.as_str(), Refusal::NumberTooLong, Some(8)),
+            (lone, Refusal::LoneSurrogate, Some(9)),
+            (r#"{"op":"x","id":1e999}"#, Refusal::NumberOutOfRange, None),
+        ] {
+            assert_eq!(
+                ClientFrame::parse(text).unwrap_err(),
+                ParseError::Limit { refusal, id },
+                "{text:.40}"
+            );
+        }
+        // Depth is the frame's: its own object and 63 levels of body.
+        let body = format!("{}{}", "[".repeat(63), "]".repeat(63));
+        let frame = format!(r#"{{"op":"send","room":"r","cid":"c","body":{body}}}"#);
+        assert_eq!(ClientFrame::parse(&frame).unwrap().body().unwrap(), body);
     }
 
     #[test]

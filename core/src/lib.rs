@@ -8,6 +8,7 @@
 //! Layout:
 //! - [`codec`]: WebSocket frames (RFC 6455), sans-IO.
 //! - [`inbound`] / [`frames`]: client JSON in, server JSON frames out.
+//! - [`json_limits`]: the depth, number and Unicode limits of every inbound JSON text.
 //! - [`broker`]: connection lifecycle and dispatch; [`chat`]: the room operations;
 //!   [`receipt_ops`], [`presence`]: the receipts, unread and presence operations.
 //! - [`room`], [`conn`]: rooms with their live subscribers; connections with sessions.
@@ -39,6 +40,7 @@ pub mod health;
 pub mod ids;
 pub mod inbound;
 pub mod inbox;
+pub mod json_limits;
 pub mod limits;
 pub mod log;
 pub mod outbound;

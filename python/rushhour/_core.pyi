@@ -17,6 +17,7 @@ __all__ = [
     "TooLargeError",
     "UnauthorizedError",
     "__version__",
+    "check_json",
     "is_valid_id",
     "verify_hs256",
 ]
@@ -112,3 +113,4 @@ class Engine:
 
 def is_valid_id(s: str) -> bool: ...
 def verify_hs256(token: str, secret: bytes) -> bytes: ...
+def check_json(text: str | bytes) -> None: ...

@@ -16,7 +16,7 @@ from typing import Any
 
 import jwt
 
-from rushhour._core import is_valid_id, verify_hs256
+from rushhour._core import check_json, is_valid_id, verify_hs256
 
 ALGORITHM = "HS256"
 #: Lifetime of dev tokens: a working day.
@@ -53,8 +53,10 @@ def verify(token: object, secret: str) -> Claims:
     if not isinstance(token, str) or not token:
         raise InvalidToken("token missing")
     try:
-        payload: Any = json.loads(verify_hs256(token, secret.encode()))
-    except ValueError as e:  # a bad signature, another alg, malformed, or not JSON
+        verified = verify_hs256(token, secret.encode())
+        check_json(verified)  # the core's JSON limits; refuses NaN and Infinity, which json.loads takes
+        payload: Any = json.loads(verified)
+    except ValueError as e:  # a bad signature, another alg, malformed, or not JSON within the limits
         raise InvalidToken(f"invalid token: {e}") from None
     if not isinstance(payload, dict):
         raise InvalidToken("invalid token: the payload is not a JSON object")

@@ -8,9 +8,9 @@ mod errors;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyString};
 use rushhour_core::{
     inbox::ConnEvent, outbound::Priority, ConnId, ConnKind, FsyncPolicy, Inbound, Limits, Log,
     LogOptions, MemoryStore, MessageStore, RecoveryError,
@@ -536,6 +536,32 @@ fn is_valid_id(s: &str) -> bool {
     rushhour_core::ids::is_valid_id(s)
 }
 
+/// Checks that `text` (a `str`, or UTF-8 `bytes`) is one JSON value within the core's
+/// limits (nesting depth, number size and range, `\u` surrogates only in pairs: the
+/// core's `json_limits`), so that `json.loads` reads it safely and every client alike.
+#[pyfunction]
+fn check_json(text: &Bound<'_, PyAny>) -> PyResult<()> {
+    let checked = if let Ok(bytes) = text.cast::<PyBytes>() {
+        match std::str::from_utf8(bytes.as_bytes()) {
+            Ok(s) => rushhour_core::json_limits::check(s),
+            Err(_) => return Err(PyValueError::new_err("not UTF-8")),
+        }
+    } else if let Ok(s) = text.cast::<PyString>() {
+        match s.to_str() {
+            Ok(s) => rushhour_core::json_limits::check(s),
+            // A `str` holding a lone surrogate code point has no UTF-8 form.
+            Err(_) => {
+                return Err(PyValueError::new_err(
+                    rushhour_core::json_limits::Refusal::LoneSurrogate.message(),
+                ))
+            }
+        }
+    } else {
+        return Err(PyTypeError::new_err("check_json takes str or bytes"));
+    };
+    checked.map_err(|refusal| PyValueError::new_err(refusal.message()))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", rushhour_core::version())?;
@@ -543,6 +569,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Batch>()?;
     m.add_function(wrap_pyfunction!(is_valid_id, m)?)?;
     m.add_function(wrap_pyfunction!(verify_hs256, m)?)?;
+    m.add_function(wrap_pyfunction!(check_json, m)?)?;
     errors::register(m)?;
     Ok(())
 }

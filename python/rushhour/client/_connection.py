@@ -9,6 +9,8 @@ Every way an attempt can fail before `welcome` is translated once into `Refused`
 from __future__ import annotations
 
 import json
+import logging
+import re
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -20,6 +22,8 @@ import trio_websocket
 
 from rushhour.client._errors import ServerError
 from rushhour.client._state import CLOSE_ABNORMAL, CLOSE_UNAUTHORIZED
+
+_log = logging.getLogger("rushhour.client")
 
 #: Largest frame accepted from the server: a `history` page holds up to 1 MiB of
 #: messages plus its envelope, so the 1 MiB limit of client frames would be too tight.
@@ -55,14 +59,34 @@ class Refused(Exception):
 
 
 def decode(text: str | bytes) -> dict[str, Any] | None:
-    """A server frame as a dict with a string `op`, or None for anything else."""
+    """A server frame as a dict with a string `op`, or None for anything else.
+
+    A frame that Python's `json` cannot read (nested past its recursion limit, an
+    integer of more than 4,300 digits: beyond the limits a server checks its input
+    against, but a server without them relays such bodies) ends nothing: it is logged
+    and skipped, and if it answers a request, it becomes an `error` frame for that
+    request, which fails clearly instead of waiting for a reply already read.
+    """
     if isinstance(text, bytes):
         return None  # reserved for a later encoding; a v1 server never sends one
     try:
         frame = json.loads(text)
-    except ValueError:
-        return None
+    except (ValueError, RecursionError) as e:
+        return _undecodable(text, e)
     return frame if isinstance(frame, dict) and isinstance(frame.get("op"), str) else None
+
+
+#: The head of a `reply` or `error` frame to a request: the server writes `op`, then `id`.
+_ANSWER_HEAD = re.compile(r'\{"op":"(?:reply|error)","id":(-?\d{1,19})[,}]')
+
+
+def _undecodable(text: str, error: Exception) -> dict[str, Any] | None:
+    _log.warning("skipped a server frame that cannot be decoded (%s): %.100s", error, text)
+    head = _ANSWER_HEAD.match(text)
+    if head is None:
+        return None
+    message = f"the client cannot decode the server's answer: {error}"
+    return {"op": "error", "id": int(head.group(1)), "code": "internal", "message": message}
 
 
 def _parse_url(url: str) -> tuple[str, int, str, str, ssl.SSLContext | None]:

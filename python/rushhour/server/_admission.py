@@ -34,6 +34,8 @@ import random
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from rushhour._core import check_json
+
 #: Fresh sessions per second the server takes, and the burst it absorbs: generous
 #: enough that only a stampede meets them.
 SESSION_RATE = 5_000.0
@@ -83,6 +85,7 @@ def peek_claims(token: object) -> tuple[str | None, str | None]:
         return None, None
     try:
         raw = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        check_json(raw)  # unverified: `json.loads` alone would recurse as deep as it is told
         payload = json.loads(raw)
     except (binascii.Error, ValueError):
         return None, None

@@ -13,7 +13,7 @@ import trio
 from wsproto.utilities import generate_accept_token
 
 from rushhour import auth, web
-from rushhour._core import RushhourError
+from rushhour._core import RushhourError, check_json
 from rushhour.server._connection import Connection
 
 if TYPE_CHECKING:
@@ -194,9 +194,10 @@ class HttpConnection:
         if api_key is None or given != b"Bearer " + api_key.encode():
             return _error(401, "unauthorized", "a valid Authorization: Bearer <api key> is required")
         try:
+            check_json(body)  # first: `json.loads` recurses, and takes NaN and 5,000-digit integers
             payload: Any = json.loads(body)
-        except ValueError:
-            return _error(400, "bad_request", "body is not JSON")
+        except ValueError as e:
+            return _error(400, "bad_request", f"body refused: {e}")
         if not isinstance(payload, dict):
             return _error(400, "bad_request", "body must be a JSON object")
         fields = [payload.get(k) for k in ("tenant", "room", "from", "cid")]
@@ -217,6 +218,7 @@ class HttpConnection:
 
     def _dev_token(self, body: bytes) -> _Response:
         try:
+            check_json(body)
             payload: Any = json.loads(body)
             token = auth.issue(self.app.config.signing_secret, payload["user"], payload["tenant"])
         except (ValueError, KeyError, TypeError):
