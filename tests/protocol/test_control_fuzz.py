@@ -7,7 +7,9 @@ its complete stream."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hmac
 import itertools
 import json
 from collections.abc import Iterator
@@ -73,6 +75,19 @@ _fields = st.dictionaries(
 _ids = st.one_of(st.none(), st.just("int"), _values)
 
 
+def _signed(payload: str, secret: str) -> str:
+    """An HS256 token over exactly this payload (`NaN` is not JSON to PyJWT)."""
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    body = base64.urlsafe_b64encode(payload.encode()).rstrip(b"=")
+    mac = base64.urlsafe_b64encode(hmac.digest(secret.encode(), header + b"." + body, "sha256")).rstrip(b"=")
+    return b".".join((header, body, mac)).decode()
+
+
+#: `exp` of a correctly signed token: sane, or what Python's json reads but no sane
+#: claim holds.
+_exps = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "true", '"soon"', "4102444800", "4102444800.5"])
+
+
 @st.composite
 def _frames(draw: st.DrawFn) -> list[dict[str, Any]]:
     frames = []
@@ -114,12 +129,14 @@ def test_arbitrary_control_frames(fuzz_server: ServerProcess) -> None:
     honest = Honest(srv.url, srv.token("reader", TENANT), srv.token("writer", TENANT))
 
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(logged_in=st.booleans(), valid_hello=st.booleans(), frames=_frames())
-    def run(logged_in: bool, valid_hello: bool, frames: list[dict[str, Any]]) -> None:
+    @given(logged_in=st.booleans(), token=st.sampled_from(["drawn", "valid", "signed"]), exp=_exps, frames=_frames())
+    def run(logged_in: bool, token: str, exp: str, frames: list[dict[str, Any]]) -> None:
         user = f"fuzz{next(_USERS) % 7}"
-        for frame in frames:  # a hello's token: a valid one, or whatever was drawn
-            if frame["op"] == "hello" and valid_hello and "token" not in frame:
+        for frame in frames:  # a hello's token: whatever was drawn, valid, or signed with any exp
+            if frame["op"] == "hello" and token == "valid":
                 frame["token"] = srv.token(user, TENANT)
+            elif frame["op"] == "hello" and token == "signed":
+                frame["token"] = _signed(f'{{"sub":"{user}","tenant":"{TENANT}","exp":{exp}}}', srv.secret)
         with ws_connect(srv.url) as ws:
             if logged_in:
                 assert hello(ws, srv.token(user, TENANT))["op"] == "welcome"
