@@ -6,6 +6,9 @@ claims, and nothing PyJWT refuses is accepted, whatever the claims or a corrupte
 
 from __future__ import annotations
 
+import base64
+import hmac
+import json
 import time
 from typing import Any
 
@@ -15,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rushhour import auth
+from rushhour._core import is_valid_id
 
 SECRET = "a-session-secret-" * 5  # long enough for HS384/HS512 without a warning
 
@@ -77,8 +81,11 @@ def test_accepts_exactly_what_pyjwt_accepts(
         assert theirs is not None
         assert (ours.user, ours.tenant, ours.exp) == (theirs["sub"], theirs["tenant"], int(theirs["exp"]))
     elif corrupt is None and theirs is not None:
-        # An intact token is refused only for claims the session layer adds: ids.
-        assert not (isinstance(theirs["sub"], str) and theirs["sub"] and isinstance(theirs["tenant"], str))
+        # An intact token is refused only for checks the session layer adds: ids, and
+        # time claims within ±2**53 (PyJWT takes any float).
+        times = [theirs[c] for c in ("exp", "nbf", "iat") if c in theirs]
+        in_range = all(abs(t) < auth.MAX_TIME_CLAIM for t in times)
+        assert not (isinstance(theirs["sub"], str) and theirs["sub"] and isinstance(theirs["tenant"], str) and in_range)
 
 
 @pytest.mark.parametrize(
@@ -94,3 +101,79 @@ def test_accepts_exactly_what_pyjwt_accepts(
 def test_refusals_say_why(token: str, reason: str) -> None:
     with pytest.raises(auth.InvalidToken, match=reason):
         auth.verify(token, SECRET)
+
+
+# -- arbitrary JSON, correctly signed ---------------------------------------------------
+
+
+def _signed(payload: bytes, key: str = SECRET) -> str:
+    """An HS256 token over exactly these payload bytes (PyJWT would re-encode them)."""
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    body = base64.urlsafe_b64encode(payload).rstrip(b"=")
+    mac = hmac.digest(key.encode(), header + b"." + body, "sha256")
+    return b".".join((header, body, base64.urlsafe_b64encode(mac).rstrip(b"="))).decode()
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**53 - 2, max_value=2**70)
+    | st.floats()  # NaN and the infinities too: Python's json writes and reads them
+    | st.sampled_from([1e308, -1e308, 2.0**53, 2.0**53 - 1, -0.0])
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+_claim_names = st.sampled_from(["exp", "nbf", "iat", "sub", "tenant", "name", "role", "rooms", "aud"])
+_payloads = st.one_of(
+    # A valid payload with some claims replaced by anything.
+    st.dictionaries(_claim_names, _json_values, max_size=5).map(
+        lambda over: {"sub": "alice", "tenant": "acme", "exp": int(time.time()) + 3600, **over}
+    ),
+    st.dictionaries(st.one_of(_claim_names, st.text(max_size=5)), _json_values, max_size=6),
+    _json_values,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(payload=_payloads)
+def test_any_signed_json_gives_claims_or_invalid_token(payload: object) -> None:
+    """Whatever a correctly signed payload holds, `verify` returns sane Claims or raises
+    InvalidToken: never another exception (NaN, Infinity or 1e400 in `exp` stopped the
+    server: `int(inf)` raised OverflowError)."""
+    token = _signed(json.dumps(payload).encode())
+    try:
+        claims = auth.verify(token, SECRET)
+    except auth.InvalidToken:
+        return
+    assert isinstance(payload, dict)
+    assert isinstance(claims.exp, int) and claims.exp == int(payload["exp"]) and claims.exp > time.time() - 1
+    assert is_valid_id(claims.user) and is_valid_id(claims.tenant)
+    assert claims.name is None or (isinstance(claims.name, str) and len(claims.name) <= auth.MAX_NAME_CHARS)
+    assert claims.role is None or (isinstance(claims.role, str) and len(claims.role) <= auth.MAX_ROLE_CHARS)
+    assert claims.rooms is None or (
+        len(claims.rooms) <= auth.MAX_ROOM_PATTERNS and all(isinstance(r, str) for r in claims.rooms)
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"sub":"a","tenant":"t","exp":NaN}',
+        b'{"sub":"a","tenant":"t","exp":Infinity}',
+        b'{"sub":"a","tenant":"t","exp":1e400}',
+        b'{"sub":"a","tenant":"t","exp":-Infinity}',
+        b'{"sub":"a","tenant":"t","exp":4102444800,"nbf":NaN}',
+        b'{"sub":"a","tenant":"t","exp":4102444800,"iat":1e400}',
+        b'{"sub":"a","tenant":"t","exp":true}',
+        b'{"sub":"a","tenant":"t","exp":4102444800,"name":7}',
+        b'{"sub":"a","tenant":"t","exp":4102444800,"role":"' + b"r" * 65 + b'"}',
+        b'{"sub":"a","tenant":"t","exp":4102444800,"rooms":[' + b'"r",' * 256 + b'"r"]}',
+        b'{"sub":"a","tenant":"t","exp":4102444800,"x":' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"sub":"a","tenant":"t","exp":' + b"9" * 5000 + b"}",
+    ],
+)
+def test_insane_claims_refused(raw: bytes) -> None:
+    with pytest.raises(auth.InvalidToken):
+        auth.verify(_signed(raw), SECRET)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import hmac
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
+import rushhour
 import wsutil
 from conftest import ServerProcess, start_server
+from rushhour.server import _http
 from wsutil import hello, http, metric, recv_op, request, ws_connect
 
 
@@ -91,3 +96,29 @@ def test_dev_only_endpoints_are_off_without_dev(tmp_path: Path) -> None:
         assert info.value.response.status_code == 404
     finally:
         assert srv.stop() == 0
+
+
+async def test_api_key_compared_in_constant_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key is compared with `hmac.compare_digest` (its time says nothing of how much
+    of the key a guess got right), on the whole `Authorization` value, as bytes."""
+    compared: list[tuple[bytes, bytes]] = []
+    original = hmac.compare_digest
+
+    def compare_digest(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return original(a, b)
+
+    monkeypatch.setattr(_http.hmac, "compare_digest", compare_digest)
+    config = rushhour.Config(port=0, data_dir=tmp_path, secret="s" * 32, api_key="the-key")
+    payload = {"tenant": "acme", "room": "r", "from": "bot", "cid": "c1", "body": "hi"}
+
+    def scenario(base: str) -> None:
+        assert wsutil.publish(base, "the-kez", payload)[0] == 401
+        assert wsutil.publish(base, "the-key", payload)[0] == 200
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            info = await nursery.start(functools.partial(rushhour.serve, config))
+            await trio.to_thread.run_sync(scenario, f"http://{info.host}:{info.port}")
+            nursery.cancel_scope.cancel()
+    assert compared == [(b"Bearer the-kez", b"Bearer the-key"), (b"Bearer the-key", b"Bearer the-key")]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -290,3 +291,49 @@ def expected_pages(matching: list[str], limit: int) -> list[list[str]]:
     if not matching:
         return [[]]
     return [matching[i : i + limit] for i in range(0, len(matching), limit)]
+
+
+# -- an honest client beside an attack --------------------------------------------------
+
+_HONEST_IDS = itertools.count(1)
+
+
+class Honest:
+    """Two honest sessions of `tenant` in one room (the server signs with `token`)."""
+
+    def __init__(self, url: str, token: str, other_token: str, room: str = "honest") -> None:
+        self.room = room
+        self._clients = contextlib.ExitStack()
+        self.reader: ClientConnection = self._clients.enter_context(ws_connect(url))
+        self.writer: ClientConnection = self._clients.enter_context(ws_connect(url))
+        assert hello(self.reader, token)["op"] == "welcome"
+        assert hello(self.writer, other_token)["op"] == "welcome"
+        assert request(self.reader, {"op": "subscribe", "id": 1, "room": room})["ok"] is True
+        #: Every seq the reader received, in order of arrival.
+        self.seqs: list[int] = []
+
+    def exchange(self, n: int = 5) -> None:
+        """Sends `n` messages and checks the reader got each, after everything before."""
+        sent = []
+        for _ in range(n):
+            rid = next(_HONEST_IDS)
+            reply = request(self.writer, {"op": "send", "id": rid, "room": self.room, "cid": f"h{rid}", "body": rid})
+            assert reply["op"] == "reply", reply
+            sent.append(reply["seq"])
+        got = [recv_op(self.reader, "msg")["seq"] for _ in range(n)]
+        assert got == sent, (got, sent)
+        self.seqs += got
+        assert self.seqs == list(range(1, len(self.seqs) + 1)), "the stream has a gap or a repeat"
+
+    def close(self) -> None:
+        self._clients.close()
+
+
+def send_json(ws: ClientConnection, frame: object) -> None:
+    ws.send(json.dumps(frame))
+
+
+def scrape_text(http_base: str) -> str:
+    """`GET /metrics` as text."""
+    with urllib.request.urlopen(http_base + "/metrics", timeout=10) as resp:
+        return resp.read().decode()  # type: ignore[no-any-return]

@@ -309,6 +309,21 @@ impl Engine {
         }
     }
 
+    /// The IP address of `conn`'s peer, read from its socket (None: no such connection,
+    /// no socket, or not an IP socket), IPv4-mapped IPv6 as IPv4. For limits per source
+    /// address. Read under the broker's lock: the socket stays open meanwhile.
+    pub fn peer_ip(&self, conn: ConnId) -> Option<std::net::IpAddr> {
+        use std::os::fd::FromRawFd;
+        self.with(|b, _, _| {
+            let fd = b.conns.get(&conn)?.out.raw_fd()?;
+            // SAFETY: the connection owns `fd`, open while it is in `conns` (under the
+            // lock held here); `ManuallyDrop` keeps this borrowed view from closing it.
+            let stream =
+                std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+            stream.peer_addr().ok().map(|a| a.ip().to_canonical())
+        })
+    }
+
     /// Server-side publish; see [`Broker::publish`]. Returns once the message is durable.
     ///
     /// # Errors

@@ -10,6 +10,7 @@ future, `nbf` if present not in the future).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -43,12 +44,65 @@ class Claims:
         return self.role == "admin"
 
 
+#: Time claims (`exp`, `nbf`, `iat`) are seconds within ±2**53, where a float is exact
+#: (a time before 1970 is merely past, as PyJWT takes it; NaN, infinities and 1e400 are
+#: refused).
+MAX_TIME_CLAIM = 2**53
+#: Longest `name` and `role`, in characters.
+MAX_NAME_CHARS = 256
+MAX_ROLE_CHARS = 64
+#: Room patterns a token may list, and the longest one (a room name is at most 128
+#: characters; a pattern adds its `*`).
+MAX_ROOM_PATTERNS = 256
+MAX_ROOM_PATTERN_CHARS = 256
+
+
+def _time_claim(payload: dict[str, Any], claim: str) -> float | None:
+    """A time claim checked for type and range: an int or a finite float of magnitude
+    under `MAX_TIME_CLAIM` (a bool is not a number here); None when absent."""
+    if claim not in payload:
+        return None
+    value = payload[claim]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidToken(f"invalid token: {claim} must be a number")
+    if not (math.isfinite(value) and -MAX_TIME_CLAIM < value < MAX_TIME_CLAIM):
+        raise InvalidToken(f"invalid token: {claim} out of range")
+    return value
+
+
+def _bounded_string(payload: dict[str, Any], claim: str, limit: int) -> str | None:
+    value = payload.get(claim)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise InvalidToken(f"invalid token: {claim} must be a string of at most {limit} chars")
+    return value
+
+
+def _rooms(payload: dict[str, Any]) -> tuple[str, ...] | None:
+    rooms = payload.get("rooms")
+    if rooms is None:
+        return None
+    if (
+        not isinstance(rooms, list)
+        or len(rooms) > MAX_ROOM_PATTERNS
+        or not all(isinstance(r, str) and len(r) <= MAX_ROOM_PATTERN_CHARS for r in rooms)
+    ):
+        raise InvalidToken(
+            f"rooms must be a list of at most {MAX_ROOM_PATTERNS} patterns of at most {MAX_ROOM_PATTERN_CHARS} chars"
+        )
+    return tuple(rooms)
+
+
 def verify(token: object, secret: str) -> Claims:
-    """Verifies a token and returns its claims.
+    """Verifies a token and returns its claims. Every claim used is checked for type
+    and range first: whatever a correctly signed payload holds, the result is `Claims`
+    or `InvalidToken`.
 
     Raises:
         InvalidToken: wrong algorithm (including `none`), bad signature, a missing or
-            past `exp`, or missing or malformed `sub` / `tenant` / `rooms`.
+            past `exp`, a time claim that is not a finite number in range, or a missing
+            or malformed `sub` / `tenant` / `name` / `role` / `rooms`.
     """
     if not isinstance(token, str) or not token:
         raise InvalidToken("token missing")
@@ -57,20 +111,18 @@ def verify(token: object, secret: str) -> Claims:
         check_json(verified)  # the core's JSON limits; refuses NaN and Infinity, which json.loads takes
         payload: Any = json.loads(verified)
     except ValueError as e:  # a bad signature, another alg, malformed, or not JSON within the limits
-        raise InvalidToken(f"invalid token: {e}") from None
+        raise InvalidToken(f"invalid token: {e}"[:200]) from None
     if not isinstance(payload, dict):
         raise InvalidToken("invalid token: the payload is not a JSON object")
     for claim in ("exp", "sub", "tenant"):
         if claim not in payload:
             raise InvalidToken(f'invalid token: Token is missing the "{claim}" claim')
+    exp, nbf, _iat = (_time_claim(payload, claim) for claim in ("exp", "nbf", "iat"))
+    assert exp is not None  # required above
     now = time.time()
-    for claim in ("exp", "nbf", "iat"):
-        value = payload.get(claim)
-        if claim in payload and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise InvalidToken(f"invalid token: {claim} must be a number")
-    if payload["exp"] <= now:
+    if exp <= now:
         raise InvalidToken("token expired")
-    if payload.get("nbf", 0) > now:
+    if nbf is not None and nbf > now:
         raise InvalidToken("invalid token: the token is not yet valid (nbf)")
     if payload.get("aud"):  # no audience is configured: such a token is meant for another
         raise InvalidToken("invalid token: Invalid audience")
@@ -79,18 +131,13 @@ def verify(token: object, secret: str) -> Claims:
         raise InvalidToken("invalid sub")
     if not isinstance(tenant, str) or not is_valid_id(tenant):
         raise InvalidToken("invalid tenant")
-    rooms = payload.get("rooms")
-    if rooms is not None and (not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms)):
-        raise InvalidToken("rooms must be a list of patterns")
-    name = payload.get("name")
-    role = payload.get("role")
     return Claims(
         user=user,
         tenant=tenant,
-        exp=int(payload["exp"]),
-        name=name if isinstance(name, str) else None,
-        rooms=tuple(rooms) if rooms is not None else None,
-        role=role if isinstance(role, str) else None,
+        exp=int(exp),
+        name=_bounded_string(payload, "name", MAX_NAME_CHARS),
+        rooms=_rooms(payload),
+        role=_bounded_string(payload, "role", MAX_ROLE_CHARS),
     )
 
 

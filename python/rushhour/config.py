@@ -63,6 +63,19 @@ class Config:
         meeting_server_join_rate: Meeting joins per second for the whole server.
         meeting_server_join_burst: Meeting joins the server takes at once (a 9:00 start
             of 1,500 meetings of 5, with room to spare).
+        bad_token_rate: Hellos with a token that fails verification, per second per
+            source address; past `bad_token_burst` that address's hellos are closed 1013
+            before any work until its bucket refills.
+        bad_token_burst: Failed hellos a source address may make at once.
+        max_meetings: Meetings the server keeps (meetings nobody joined are kept a day:
+            this bounds them); a new one past it is refused `forbidden`.
+        max_meetings_per_tenant: Meetings per tenant, so one tenant cannot take them all.
+        max_meetings_per_user: Meetings per user (by their creator), so one user cannot
+            take their tenant's.
+        max_sessions_per_user: Resumable session tokens kept per user; past it that
+            user's oldest is forgotten (never another user's).
+        max_sessions_per_tenant: Resumable session tokens kept per tenant; past it that
+            tenant's oldest is forgotten.
     """
 
     host: str = "127.0.0.1"
@@ -100,6 +113,13 @@ class Config:
     meeting_join_burst: float = 5_000.0
     meeting_server_join_rate: float = 5_000.0
     meeting_server_join_burst: float = 10_000.0
+    bad_token_rate: float = 10.0
+    bad_token_burst: float = 50.0
+    max_meetings: int = 100_000
+    max_meetings_per_tenant: int = 10_000
+    max_meetings_per_user: int = 100
+    max_sessions_per_user: int = 32
+    max_sessions_per_tenant: int = 50_000
     _generated_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
     def __post_init__(self) -> None:
@@ -111,6 +131,7 @@ class Config:
             ("session_rate", "session_burst"),
             ("meeting_join_rate", "meeting_join_burst"),
             ("meeting_server_join_rate", "meeting_server_join_burst"),
+            ("bad_token_rate", "bad_token_burst"),
         ):
             if getattr(self, rate) <= 0 or getattr(self, burst) < 1:
                 raise ValueError(f"{rate} must be > 0 and {burst} at least 1")
@@ -118,7 +139,16 @@ class Config:
             raise ValueError("port must be 0-65535")
         if self.max_queue_bytes < MIN_QUEUE_BYTES:
             raise ValueError(f"max_queue_bytes must be at least {MIN_QUEUE_BYTES}")
-        for name in ("room_max_messages", "max_rooms", "max_rooms_per_tenant"):
+        for name in (
+            "room_max_messages",
+            "max_rooms",
+            "max_rooms_per_tenant",
+            "max_meetings",
+            "max_meetings_per_tenant",
+            "max_meetings_per_user",
+            "max_sessions_per_user",
+            "max_sessions_per_tenant",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("receipt_interval_ms", "heartbeat_ms", "idle_timeout_ms", "hello_timeout_ms"):

@@ -432,6 +432,13 @@ impl Engine {
         py.detach(|| self.inner.detach(ConnId(conn)));
     }
 
+    /// The IP address of a connection's peer, as text (None: gone, or not an IP
+    /// socket), for limits per source address.
+    fn peer_ip(&self, py: Python<'_>, conn: u64) -> Option<String> {
+        py.detach(|| self.inner.peer_ip(ConnId(conn)))
+            .map(|ip| ip.to_string())
+    }
+
     /// Publishes a message server-side. Returns (seq, ts, duplicate).
     fn publish(
         &self,

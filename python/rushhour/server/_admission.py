@@ -1,4 +1,5 @@
-"""Admission of new sessions: who may `hello` now, decided before any JWT is verified.
+"""Admission of new sessions: who may `hello` now, decided on a verified token (its
+tenant and user), so that only a tenant's own logins spend its share.
 
 Sans-IO: `Admission.admit` takes the time as `now_s` (monotonic seconds) and returns
 None (go ahead) or a `Refusal`; the connection sends it and closes 1013.
@@ -25,16 +26,11 @@ None (go ahead) or a `Refusal`; the connection sends it and closes 1013.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import heapq
-import json
 import math
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
-
-from rushhour._core import check_json
 
 #: Fresh sessions per second the server takes, and the burst it absorbs: generous
 #: enough that only a stampede meets them.
@@ -51,7 +47,7 @@ MAX_QUEUE_TRACKED = 100_000
 JITTER_MS = 100
 #: Longest wait ever asked of a refused client.
 MAX_RETRY_AFTER_MS = 60_000
-#: Bucket key of hellos whose token names no tenant (they fail verification later).
+#: Bucket key of a hello admitted without a tenant.
 UNKNOWN_TENANT = ""
 
 
@@ -73,26 +69,6 @@ class _Bucket:
     def refill(self, now: float, rate: float, burst: float) -> None:
         self.tokens = min(burst, self.tokens + max(0.0, now - self.stamp) * rate)
         self.stamp = now
-
-
-def peek_claims(token: object) -> tuple[str | None, str | None]:
-    """(tenant, sub) read from a JWT's payload *without* verifying it: only for deciding
-    admission, never for trusting anyone. (None, None) when unreadable."""
-    if not isinstance(token, str):
-        return None, None
-    parts = token.split(".")
-    if len(parts) != 3 or len(parts[1]) > 8192:
-        return None, None
-    try:
-        raw = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        check_json(raw)  # unverified: `json.loads` alone would recurse as deep as it is told
-        payload = json.loads(raw)
-    except (binascii.Error, ValueError):
-        return None, None
-    if not isinstance(payload, dict):
-        return None, None
-    tenant, sub = payload.get("tenant"), payload.get("sub")
-    return (tenant if isinstance(tenant, str) else None), (sub if isinstance(sub, str) else None)
 
 
 class Admission:
@@ -125,7 +101,7 @@ class Admission:
     def admit(
         self, tenant: str | None, now_s: float, *, resume: bool = False, user: str | None = None
     ) -> Refusal | None:
-        """Decides one hello of `user` (unverified, for counting demand): None admits
+        """Decides one hello of `user` of `tenant` (from its verified token): None admits
         it (taking its tokens), else the refusal."""
         if not self.enabled:
             return None

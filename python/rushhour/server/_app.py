@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -14,13 +16,16 @@ import trio
 from rushhour._core import Engine
 from rushhour.config import Config
 from rushhour.server._admission import Admission
-from rushhour.server._connection import Connection
+from rushhour.server._connection import CLOSE_INTERNAL_ERROR, Connection
+from rushhour.server._faults import Faults
 from rushhour.server._http import HttpConnection
-from rushhour.server._meetings import JoinLimiter, LogMeetingStore, MeetingRegistry
+from rushhour.server._meetings import JoinLimiter, LogMeetingStore, MeetingLimits, MeetingRegistry
+from rushhour.server._meetings._registry import TICK_S
 from rushhour.server._metrics import Metrics
 from rushhour.server._receipts import ReceiptPacer
 from rushhour.server._sessions import SessionRegistry
 from rushhour.server._turn import Turn
+from rushhour.server._unverified import AddressLimiter
 
 #: Pending connections the kernel may hold while we are busy (the 9 a.m. burst).
 LISTEN_BACKLOG = 4096
@@ -84,10 +89,17 @@ class App:
     def __init__(self, config: Config, engine: Engine | None = None) -> None:
         self.config = config
         self.engine = engine if engine is not None else engine_for(config)
-        #: Admission of new sessions (`hello`), decided before any token is verified.
+        #: Admission of new sessions (`hello`), decided once the token is verified.
         self.admission = Admission(config.session_rate, config.session_burst, enabled=config.admission == "on")
+        #: Hellos whose token fails verification, per source address (apart from admission).
+        self.unverified = AddressLimiter(config.bad_token_rate, config.bad_token_burst)
         self.metrics = Metrics(self.engine, lambda: self.admission.queue_estimate(time.monotonic()))
-        self.sessions = SessionRegistry()
+        #: Unexpected exceptions, contained to the connection, request or tick they hit.
+        self.faults = Faults()
+        self.metrics.watch_faults(self.faults.counts)
+        self.sessions = SessionRegistry(
+            per_user=config.max_sessions_per_user, per_tenant=config.max_sessions_per_tenant
+        )
         self.receipt_pacer = ReceiptPacer(config.receipt_interval_ms)
         self.metrics.watch_pacing(
             lambda: self.receipt_pacer.current_interval_ms, lambda: self.engine.writer_busy_ns() / 1e9
@@ -99,7 +111,7 @@ class App:
         self._lingering: deque[tuple[float, int]] = deque()
         #: Where requests for the HTTP layer are served (set by `serve`).
         self.http_nursery: trio.Nursery | None = None
-        #: Meetings and the seats connections hold; `meetings.run` is its timer task.
+        #: Meetings and the seats connections hold; `run_meetings` is its timer task.
         joins = JoinLimiter(
             config.meeting_server_join_rate,
             config.meeting_server_join_burst,
@@ -109,8 +121,15 @@ class App:
         #: What handling a batch of events (or a timer) queues for the core.
         self.turn = Turn(self.engine)
         self.meetings = MeetingRegistry(
-            self.turn, config.signing_secret, config.seat_grace_ms, store=LogMeetingStore(self.turn), limiter=joins
+            self.turn,
+            config.signing_secret,
+            config.seat_grace_ms,
+            store=LogMeetingStore(self.turn),
+            limiter=joins,
+            limits=MeetingLimits(config.max_meetings, config.max_meetings_per_tenant, config.max_meetings_per_user),
+            faults=self.faults,
         )
+        self.metrics.watch_kept(self.meetings.refused, self.sessions.evicted)
         self.metrics.watch_meeting_joins(joins.refused)
         self.meetings.restore()
 
@@ -132,12 +151,28 @@ class App:
     async def keep_health_published(self) -> None:
         """Publishes the health status every `HEALTH_EVERY_S` (an overload's queue
         estimate drains with time); changes that raise it are published at once."""
+        self.publish_health()
+        await self.repeat("health", lambda: HEALTH_EVERY_S, self.publish_health)
+
+    async def repeat(self, name: str, interval_s: Callable[[], float], step: Callable[[], None]) -> None:
+        """Runs a timer task: `step` every `interval_s()` seconds. A step that fails is
+        counted and logged (`Faults`) and the timer goes on with its next step: a bug in
+        one tick neither stops the server nor silently ends the timer."""
         while True:
-            self.publish_health()
-            await trio.sleep(HEALTH_EVERY_S)
+            await trio.sleep(interval_s())
+            try:
+                step()
+            except Exception as e:  # our fault: this tick fails, the next one runs
+                self.faults.record("timer", name, e)
+                self.turn.flush()  # what the failed step queued before it failed
 
     async def handle(self, stream: trio.SocketStream, head: bytes = b"") -> None:
-        await HttpConnection(self, stream, head).run()
+        """Serves one HTTP connection; an unexpected exception ends that connection only
+        (its requests answer 500 where a response can still be sent, see `HttpConnection`)."""
+        try:
+            await HttpConnection(self, stream, head).run()
+        except Exception as e:  # our fault: this connection ends, the server goes on
+            self.faults.record("http", "a connection", e)
 
     def linger(self, conn: int, seconds: float) -> None:
         """Drops a closing connection after `seconds` unless its peer ends first."""
@@ -163,8 +198,32 @@ class App:
             events.sort(key=self._is_new)  # stable: in order within each group
             for start in range(0, len(events), TURN_EVENTS):
                 for conn, event in events[start : start + TURN_EVENTS]:
-                    self._dispatch(conn, event)
+                    try:
+                        self._dispatch(conn, event)
+                    except Exception as e:  # our fault: it ends this connection only
+                        self._contain(conn, event, e)
                 turn.flush()
+
+    def _contain(self, conn: int, event: str | int | tuple[int, bytes] | None, exc: Exception) -> None:
+        """An unexpected exception while handling `conn`'s event: counted and logged,
+        and that connection alone closes with 1011 (ended at once if its stream had
+        ended); the HTTP socket of an HTTP event is closed."""
+        if isinstance(event, tuple):
+            self.faults.record("http", "a request handed over by the core", exc)
+            with contextlib.suppress(OSError):
+                os.close(event[0])
+            return
+        self.faults.record("ws", f"conn {conn}", exc)
+        try:
+            connection = self.connections.get(conn)
+            if event is None or connection is None:
+                self.finish(conn)
+            elif not connection.closing:
+                connection.close(CLOSE_INTERNAL_ERROR, "internal error")
+        except Exception as e:  # the close itself failed: let the core drop the socket
+            self.faults.record("ws", f"closing conn {conn}", e)
+            self.connections.pop(conn, None)
+            self.engine.detach(conn)
 
     def _is_new(self, item: Event) -> bool:
         """Whether an event is for the HTTP layer or a connection without a session."""
@@ -194,36 +253,51 @@ class App:
     async def sweep(self) -> None:
         """Once a second: closes connections that sent no hello in time (1008), drops
         closing ones whose peer never ended."""
-        while True:
-            await trio.sleep(1.0)
-            self.turn.out.expire_hellos(self.config.hello_timeout_ms)
-            now = time.monotonic()
-            while self._lingering and self._lingering[0][0] <= now:
-                _, conn = self._lingering.popleft()
-                if conn in self.connections:  # else its peer ended already
-                    self.finish(conn)
-            self.turn.flush()
+        await self.repeat("sweep", lambda: 1.0, self._sweep_once)
+
+    def _sweep_once(self) -> None:
+        self.turn.out.expire_hellos(self.config.hello_timeout_ms)
+        now = time.monotonic()
+        while self._lingering and self._lingering[0][0] <= now:
+            _, conn = self._lingering.popleft()
+            if conn in self.connections:  # else its peer ended already
+                self.finish(conn)
+        self.turn.flush()
 
     async def flush_receipts(self) -> None:
         """Receipt and presence pushes and the moved cursors to the log, paced by
         `ReceiptPacer` (spread over the interval, slower while the writer is busy)."""
         pacer = self.receipt_pacer
-        while True:
-            await trio.sleep(pacer.tick_s())
+
+        def flush_once() -> None:
             self.turn.out.flush_receipts(pacer.slot, pacer.slots)
             self.turn.flush()
             pacer.flushed(self.engine.writer_busy_ns(), time.monotonic())
+
+        await self.repeat("receipts", pacer.tick_s, flush_once)
 
     async def heartbeat(self) -> None:
         """Pings every connection each heartbeat and closes the silent ones: a slot of
         them every 1/`HEARTBEAT_SLOTS` of the interval."""
         interval = min(self.config.heartbeat_ms, self.config.idle_timeout_ms) / 1000
         slot = 0
-        while True:
-            await trio.sleep(interval / HEARTBEAT_SLOTS)
-            self.turn.out.heartbeat(self.config.idle_timeout_ms, slot, HEARTBEAT_SLOTS)
+
+        def ping_slot() -> None:
+            nonlocal slot
+            current, slot = slot, (slot + 1) % HEARTBEAT_SLOTS
+            self.turn.out.heartbeat(self.config.idle_timeout_ms, current, HEARTBEAT_SLOTS)
             self.turn.flush()
-            slot = (slot + 1) % HEARTBEAT_SLOTS
+
+        await self.repeat("heartbeat", lambda: interval / HEARTBEAT_SLOTS, ping_slot)
+
+    async def run_meetings(self) -> None:
+        """The meetings' timer: seat and meeting expiry, viewer counts."""
+
+        def tick() -> None:
+            self.meetings.tick()
+            self.turn.flush()
+
+        await self.repeat("meetings", lambda: TICK_S, tick)
 
     async def drain(self) -> None:
         """Closes every client with 1001 and waits for the close frames to be written."""
@@ -279,7 +353,7 @@ async def serve(
                 nursery.start_soon(app.sweep)
                 nursery.start_soon(app.dispatch_events)
                 nursery.start_soon(app.flush_receipts)
-                nursery.start_soon(app.meetings.run)
+                nursery.start_soon(app.run_meetings)
                 task_status.started()
 
     async with trio.open_nursery() as nursery:

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from rushhour import auth
 from rushhour._core import RushhourError
 from rushhour.server import _meetings
-from rushhour.server._admission import peek_claims
 
 if TYPE_CHECKING:
     from rushhour.server._app import App
@@ -28,6 +27,8 @@ if TYPE_CHECKING:
 CLOSE_LINGER_S = 5.0
 
 CLOSE_POLICY = 1008
+#: An unexpected exception of ours while handling this connection's frame.
+CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_UNAUTHORIZED = 4001
 
@@ -115,16 +116,15 @@ class Connection:
             return
         self.send(_error("bad_request", f"unknown op {op!r}", request_id))
 
-    def _admit(self, frame: dict[str, Any]) -> bool:
-        """Admission before verification: the unverified tenant decides fairness, a known
-        session of the same tenant and user goes ahead; a refusal closes 1013."""
+    def _admit(self, frame: dict[str, Any], claims: auth.Claims) -> bool:
+        """Admission of a verified token: its tenant decides fairness, a known session of
+        the same tenant and user goes ahead; a refusal closes 1013."""
         app = self.app
         if not app.admission.enabled:
             return True
-        tenant, user = peek_claims(frame.get("token"))
         owner = app.sessions.owner(frame.get("resume"))
-        resume = owner is not None and owner == (tenant, user)
-        refusal = app.admission.admit(tenant, time.monotonic(), resume=resume, user=user)
+        resume = owner is not None and owner == (claims.tenant, claims.user)
+        refusal = app.admission.admit(claims.tenant, time.monotonic(), resume=resume, user=claims.user)
         if refusal is None:
             app.metrics.admitted_by_kind["resume" if resume else "fresh"].inc()
             return True
@@ -134,21 +134,48 @@ class Connection:
         reply: dict[str, Any] = json.loads(_error("overloaded", "the server is busy: retry later", frame.get("id")))
         reply.update(retry_after_ms=refusal.retry_after_ms, queue_pos=refusal.queue_pos)
         self.send(json.dumps(reply, separators=(",", ":")))
-        self.close(CLOSE_TRY_AGAIN_LATER, json.dumps({"retry_after_ms": refusal.retry_after_ms}, separators=(",", ":")))
+        self._close_retry_later(refusal.retry_after_ms)
         return False
+
+    def _close_retry_later(self, retry_after_ms: int) -> None:
+        self.close(CLOSE_TRY_AGAIN_LATER, json.dumps({"retry_after_ms": retry_after_ms}, separators=(",", ":")))
+
+    def _verify(self, frame: dict[str, Any]) -> auth.Claims | None:
+        """The token's claims, verified before it counts against anyone's share; None
+        when the hello was refused: closed 4001 and charged to its source address, or
+        closed 1013 before any work while that address is over its bucket."""
+        app = self.app
+        limiter, now = app.unverified, time.monotonic()
+        address = None
+        if limiter.any_blocked(now):
+            address = app.engine.peer_ip(self.conn) or ""
+            wait = limiter.wait_ms(address, now)
+            if wait is not None:
+                app.metrics.hello_outcomes["address_limited"].inc()
+                self._close_retry_later(wait)
+                return None
+        try:
+            return auth.verify(frame.get("token"), app.config.signing_secret)
+        except auth.InvalidToken as e:
+            limiter.failed(address if address is not None else app.engine.peer_ip(self.conn) or "", now)
+            self._unauthorized(str(e))
+            return None
+
+    def _unauthorized(self, reason: str) -> None:
+        self.app.metrics.hello_outcomes["unauthorized"].inc()
+        self.close(CLOSE_UNAUTHORIZED, f"unauthorized: {reason}"[:120])
 
     def _hello(self, frame: dict[str, Any]) -> None:
         metrics = self.app.metrics
-        if not self._admit(frame):
+        claims = self._verify(frame)
+        if claims is None or not self._admit(frame, claims):
             return
         try:
-            claims = auth.verify(frame.get("token"), self.app.config.signing_secret)
             self.app.engine.open_session(
                 self.conn, claims.tenant, claims.user, list(claims.rooms) if claims.rooms is not None else None
             )
-        except (auth.InvalidToken, RushhourError) as e:
-            metrics.hello_outcomes["unauthorized"].inc()
-            self.close(CLOSE_UNAUTHORIZED, f"unauthorized: {e.args[0]}"[:120])
+        except RushhourError as e:
+            self._unauthorized(str(e.args[0]))
             return
         self.claims = claims
         token, resumed, previous = self.app.sessions.open(claims.tenant, claims.user, self.conn, frame.get("resume"))

@@ -5,6 +5,7 @@ plain `GET /ws` upgrades itself."""
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +115,9 @@ class HttpConnection:
             await self._send_bad_request(e)
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
             pass
+        except Exception as e:  # our fault: this request answers 500 and its connection closes
+            self.app.faults.record("http", self._what(), e)
+            await self._send_internal_error()
         finally:
             if not self.upgraded:
                 await self.stream.aclose()
@@ -156,6 +160,15 @@ class HttpConnection:
         await self.stream.send_all(data)
         self.app.metrics.http_requests.labels(route, str(response.status)).inc()
 
+    def _what(self) -> str:
+        """The request being served, for the log."""
+        return "an upgraded connection" if self.upgraded else "a request"
+
+    async def _send_internal_error(self) -> None:
+        if not self.upgraded and self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            with contextlib.suppress(h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+                await self._respond(_error(500, "internal", "internal error"), "internal")
+
     async def _send_bad_request(self, e: h11.RemoteProtocolError) -> None:
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             with contextlib.suppress(h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -191,7 +204,8 @@ class HttpConnection:
             return _error(503, "overloaded", "the server is shutting down: publish to another")
         api_key = self.app.config.api_key
         given = _header(request, b"authorization")
-        if api_key is None or given != b"Bearer " + api_key.encode():
+        # In constant time: how long the comparison takes says nothing about the key.
+        if api_key is None or given is None or not hmac.compare_digest(given, b"Bearer " + api_key.encode()):
             return _error(401, "unauthorized", "a valid Authorization: Bearer <api key> is required")
         try:
             check_json(body)  # first: `json.loads` recurses, and takes NaN and 5,000-digit integers

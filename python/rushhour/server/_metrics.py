@@ -88,7 +88,9 @@ class Metrics:
             "rushhour_admission_admitted", "hellos admitted by kind (fresh, resume)", ["kind"], registry=self.registry
         )
         # Children made once: `labels()` on every login costs more than the count itself.
-        self.hello_outcomes = {o: hellos.labels(o) for o in ("ok", "resumed", "overloaded", "unauthorized")}
+        self.hello_outcomes = {
+            o: hellos.labels(o) for o in ("ok", "resumed", "overloaded", "unauthorized", "address_limited")
+        }
         self.admitted_by_kind = {k: admitted.labels(k) for k in ("fresh", "resume")}
         self.refused = Counter(
             "rushhour_admission_refused",
@@ -109,6 +111,36 @@ class Metrics:
                 "meeting.join answered overloaded, by the bucket that refused (server, tenant)",
                 "reason",
                 refused,
+            )
+        )
+
+    def watch_kept(self, meetings_refused: Mapping[str, int], sessions_evicted: Mapping[str, int]) -> None:
+        """Exports the limits on what users keep: meetings refused, sessions forgotten."""
+        self.registry.register(
+            _CountsCollector(
+                "rushhour_meetings_refused",
+                "meeting.create refused forbidden at a limit, by the limit (user, tenant, server)",
+                "limit",
+                meetings_refused,
+            )
+        )
+        self.registry.register(
+            _CountsCollector(
+                "rushhour_sessions_evicted",
+                "Resumable sessions forgotten at a bound, by the bound (user, tenant, server)",
+                "limit",
+                sessions_evicted,
+            )
+        )
+
+    def watch_faults(self, counts: Mapping[str, int]) -> None:
+        """Exports the unexpected exceptions contained so far, by layer (see `_faults`)."""
+        self.registry.register(
+            _CountsCollector(
+                "rushhour_internal_errors",
+                "Unexpected exceptions contained to one connection, request or timer tick, by layer (ws, http, timer)",
+                "layer",
+                counts,
             )
         )
 

@@ -12,7 +12,16 @@ controls, broadcast mode). Layout:
 
 from rushhour.server._meetings._limits import JoinLimiter
 from rushhour.server._meetings._ops import OPS, handle
-from rushhour.server._meetings._registry import MeetingRegistry
+from rushhour.server._meetings._registry import MeetingLimits, MeetingRegistry
 from rushhour.server._meetings._store import LogMeetingStore, MeetingStore, MemoryMeetingStore
 
-__all__ = ["OPS", "JoinLimiter", "LogMeetingStore", "MeetingRegistry", "MeetingStore", "MemoryMeetingStore", "handle"]
+__all__ = [
+    "OPS",
+    "JoinLimiter",
+    "LogMeetingStore",
+    "MeetingLimits",
+    "MeetingRegistry",
+    "MeetingStore",
+    "MemoryMeetingStore",
+    "handle",
+]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -27,9 +26,7 @@ from rushhour.server._meetings._model import (
     Meeting,
     Participant,
 )
-from rushhour.server._meetings._registry import MAX_MEETINGS, UNJOINED_TTL_MS, MeetingRegistry, OpError
-
-logger = logging.getLogger(__name__)
+from rushhour.server._meetings._registry import UNJOINED_TTL_MS, MeetingRegistry, OpError
 
 #: `max_participants` when not given: interactive meetings are a mesh of browsers.
 DEFAULT_MAX_INTERACTIVE = 100
@@ -128,15 +125,12 @@ def create(call: Call) -> dict[str, Any]:
         existing = reg.meetings.get(reg.by_key.get((tenant, key), ""))
         if existing is not None:
             return {"meeting": existing.mid, "host": existing.host_user(), "created": False}
-    if len(reg.meetings) >= MAX_MEETINGS:
-        raise OpError("overloaded", "too many meetings", 5_000)
+    reg.check_room_for(tenant, call.claims.user)
     mid = "m-" + secrets.token_urlsafe(12)
     m = Meeting(mid, tenant, title, key, mode, limit, call.claims.user, int(time.time() * 1000))
     m.empty_deadline_ms = reg.now_ms() + max(UNJOINED_TTL_MS, reg.grace_ms)
     heapq.heappush(reg.deadlines, (m.empty_deadline_ms, mid, ""))
-    reg.meetings[mid] = m
-    if key is not None:
-        reg.by_key[(tenant, key)] = mid
+    reg.add_meeting(m)
     reg.save_meeting(m)
     return {"meeting": mid, "host": m.host_user(), "created": True}
 
@@ -322,8 +316,8 @@ def handle(registry: MeetingRegistry, conn: int, claims: auth.Claims, frame: dic
         fields = fn(call)
     except OpError as e:
         registry.send(conn, events.error(e.code, e.message, request_id, e.retry_after_ms))
-    except Exception:  # our fault: this frame fails, the server and the meeting go on
-        logger.exception("meeting op %r failed", op)
+    except Exception as e:  # our fault: this frame fails, the server and the meeting go on
+        registry.faults.record("ws", f"op {op!r:.64} of conn {conn}", e)
         registry.send(conn, events.error("internal", "internal error", request_id))
     else:
         answer = events.reply(request_id, **fields)

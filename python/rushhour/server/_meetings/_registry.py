@@ -10,10 +10,11 @@ from __future__ import annotations
 import heapq
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
-import trio
-
+from rushhour.server._faults import Faults
 from rushhour.server._meetings import _events as events
 from rushhour.server._meetings._limits import JoinLimiter
 from rushhour.server._meetings._model import (
@@ -33,8 +34,21 @@ TICK_S = 0.05
 COUNT_INTERVAL_MS = 500
 #: A meeting nobody has joined yet is kept this long (created ahead of its start).
 UNJOINED_TTL_MS = 24 * 3600 * 1000
-#: Meetings a server keeps at most; past it `meeting.create` is `overloaded`.
+#: Meetings kept at most, in the server, per tenant and per user (their creator); past
+#: one `meeting.create` is `forbidden` (a count that goes down only as meetings end: a
+#: retry time would be a guess). The flags `--max-meetings*` set them.
 MAX_MEETINGS = 100_000
+MAX_MEETINGS_PER_TENANT = 10_000
+MAX_MEETINGS_PER_USER = 100
+
+
+@dataclass(frozen=True)
+class MeetingLimits:
+    """Meetings kept at most: in the server, per tenant, per user of a tenant."""
+
+    server: int = MAX_MEETINGS
+    tenant: int = MAX_MEETINGS_PER_TENANT
+    user: int = MAX_MEETINGS_PER_USER
 
 
 class OpError(Exception):
@@ -57,6 +71,8 @@ class MeetingRegistry:
         clock: Callable[[], float] = time.monotonic,
         *,
         limiter: JoinLimiter,
+        limits: MeetingLimits | None = None,
+        faults: Faults | None = None,
     ) -> None:
         #: Frames, seat routes and records go to the core with the turn (see `Turn`);
         #: the core relays signals between the seats routed there by itself.
@@ -78,6 +94,14 @@ class MeetingRegistry:
         #: Broadcast meetings whose viewer count changed since the last push.
         self.count_dirty: set[str] = set()
         self.limiter = limiter
+        self.limits = limits if limits is not None else MeetingLimits()
+        #: Where an op's unexpected exception is counted and logged (rate-limited).
+        self.faults = faults if faults is not None else Faults()
+        #: Meetings kept per tenant and per (tenant, creator), for the limits.
+        self._per_tenant: Counter[str] = Counter()
+        self._per_user: Counter[tuple[str, str]] = Counter()
+        #: `meeting.create` refused at a limit, by the limit (server, tenant, user).
+        self.refused = {"server": 0, "tenant": 0, "user": 0}
         #: Seats given to a connection during the op being handled: the core routes
         #: signals to them once the op's frames (held signals first) are queued.
         self._unrouted: set[tuple[str, str]] = set()
@@ -125,6 +149,47 @@ class MeetingRegistry:
 
     def save_seat(self, m: Meeting, p: Participant) -> None:
         self.store.save(f"{m.mid}/{p.pid}", p.snapshot())
+
+    # -- meetings -------------------------------------------------------------------
+
+    def check_room_for(self, tenant: str, user: str) -> None:
+        """Refuses a new meeting of `user` of `tenant` past a limit (`MeetingLimits`),
+        the user's first: it is the one they can do something about.
+
+        Raises:
+            OpError: `forbidden`, naming the limit.
+        """
+        limits = self.limits
+        for name, count, limit in (
+            ("user", self._per_user[(tenant, user)], limits.user),
+            ("tenant", self._per_tenant[tenant], limits.tenant),
+            ("server", len(self.meetings), limits.server),
+        ):
+            if count >= limit:
+                self.refused[name] += 1
+                whose = {"user": "you have", "tenant": "your tenant has", "server": "the server has"}[name]
+                raise OpError("forbidden", f"{whose} {limit} meetings, the most allowed: end one first")
+
+    def add_meeting(self, m: Meeting) -> None:
+        """Keeps a new or restored meeting (counted against its tenant and creator)."""
+        self.meetings[m.mid] = m
+        self._per_tenant[m.tenant] += 1
+        self._per_user[(m.tenant, m.creator)] += 1
+        if m.key is not None:
+            self.by_key[(m.tenant, m.key)] = m.mid
+
+    def _drop_meeting(self, m: Meeting) -> None:
+        if self.meetings.pop(m.mid, None) is None:
+            return
+        owner = (m.tenant, m.creator)
+        self._per_tenant[m.tenant] -= 1
+        self._per_user[owner] -= 1
+        if self._per_tenant[m.tenant] <= 0:
+            del self._per_tenant[m.tenant]
+        if self._per_user[owner] <= 0:
+            del self._per_user[owner]
+        if m.key is not None and self.by_key.get((m.tenant, m.key)) == m.mid:
+            del self.by_key[(m.tenant, m.key)]
 
     # -- seats ----------------------------------------------------------------------
 
@@ -228,9 +293,7 @@ class MeetingRegistry:
             self.release(m, p)
             self.out.unroute_seat(m.mid, p.pid)
             self.store.delete(f"{m.mid}/{p.pid}")
-        self.meetings.pop(m.mid, None)
-        if m.key is not None and self.by_key.get((m.tenant, m.key)) == m.mid:
-            del self.by_key[(m.tenant, m.key)]
+        self._drop_meeting(m)
         self.count_dirty.discard(m.mid)
         self.store.delete(m.mid)
 
@@ -260,13 +323,6 @@ class MeetingRegistry:
                     m.pushed_viewers = m.viewers
                     self.emit(m.live_conns(), events.count(m.mid, m.viewers))
 
-    async def run(self) -> None:
-        """The timer task: ticks until cancelled."""
-        while True:
-            await trio.sleep(TICK_S)
-            self.tick()
-            self.turn.flush()
-
     # -- restart --------------------------------------------------------------------
 
     def restore(self) -> None:
@@ -283,9 +339,7 @@ class MeetingRegistry:
                 host=f["host"], epoch=f["epoch"] + 1, next_order=f["next"],
                 removed_pids=set(f["removed_p"]), removed_users=set(f["removed_u"]),
             )  # fmt: skip
-            self.meetings[m.mid] = m
-            if m.key is not None:
-                self.by_key[(m.tenant, m.key)] = m.mid
+            self.add_meeting(m)
         for key, text in records.items():
             mid, _, pid = key.partition("/")
             owner = self.meetings.get(mid)
