@@ -56,7 +56,9 @@ def test_signed_token_with_insane_exp_is_refused_4001(own_server: ServerProcess,
             with pytest.raises(ConnectionClosed) as info:
                 ws.recv(timeout=10)
             assert info.value.rcvd is not None and info.value.rcvd.code == 4001
-            assert "exp" in info.value.rcvd.reason
+            # Refused where the payload is read (NaN, Infinity and 1e400 are no JSON the
+            # server takes) or, failing that, by the claim checks.
+            assert "invalid token" in info.value.rcvd.reason
         honest.exchange()
         assert srv.proc.poll() is None
     finally:

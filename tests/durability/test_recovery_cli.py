@@ -30,7 +30,14 @@ def _replay(srv: ServerProcess, room: str) -> list[int]:
     with ws_connect(srv.url) as ws:
         hello(ws, srv.token("bob", "acme"))
         reply = request(ws, {"op": "subscribe", "id": 1, "room": room, "since": 0})
-        return [recv_op(ws, "msg")["body"]["i"] for _ in range(reply["last_seq"] - reply["first_seq"] + 1)]
+        kept: list[int] = []
+        seq = reply["first_seq"] - 1
+        while seq < reply["last_seq"]:  # a repaired room may have a gap where records are gone
+            msg = recv_op(ws, "msg")
+            assert msg["seq"] > seq, "in order, no repeat"
+            seq = msg["seq"]
+            kept.append(msg["body"]["i"])
+        return kept
 
 
 def _segments(data: Path) -> list[Path]:
@@ -79,8 +86,8 @@ def test_a_damaged_sealed_segment_needs_repair(tmp_path: Path) -> None:
     try:
         assert len(sealed.read_bytes()) < len(damaged), "cut at the damage"
         kept = _replay(srv, "general")
-        assert kept[-1] == 299, "the segments after the damage are kept"
-        assert kept == list(range(kept[0], 300)), "a contiguous run is served"
+        assert kept[0] == 0 and kept[-1] == 299, "the records on both sides of the damage are kept"
+        assert 0 < 300 - len(kept) < 150, "only the damaged records are gone"
     finally:
         assert srv.stop() == 0
 
