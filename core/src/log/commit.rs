@@ -199,7 +199,11 @@ impl Appender {
             .spawn({
                 let shared = shared.clone();
                 let durability = durability.clone();
-                move || Committer::new(dir, policy).run(&shared, &durability)
+                move || {
+                    Committer::new(dir, policy)
+                        .reopen(segment)
+                        .run(&shared, &durability)
+                }
             })?;
         Ok(Appender {
             shared,
@@ -318,6 +322,29 @@ impl Committer {
             policy,
             open: None,
         }
+    }
+
+    /// Takes up the segment recovery ended in, when it exists: a rollover out of it at
+    /// the first write must seal it like any other (a restart that left it unsealed
+    /// would read as a cut segment at the next start).
+    fn reopen(mut self, n: u32) -> Self {
+        let path = segment::path(&self.dir, n);
+        if let Ok(file) = OpenOptions::new().append(true).open(&path) {
+            match file.metadata() {
+                Ok(meta) if meta.len() >= MAGIC.len() as u64 => {
+                    let len = meta.len();
+                    self.open = Some(Open {
+                        n,
+                        file,
+                        len,
+                        published_len: len,
+                        pending: None,
+                    });
+                }
+                _ => {} // Shorter than its magic: written anew on first use.
+            }
+        }
+        self
     }
 
     fn run(mut self, shared: &(Mutex<Queue>, Condvar), durability: &Durability) {
@@ -566,5 +593,20 @@ mod tests {
         fs::remove_file(segment::path(dir.path(), 2)).unwrap();
         let err = recovery::recover(dir.path(), false, |_, _| {}).unwrap_err();
         assert!(err.to_string().contains("segment 2 is missing"), "{err}");
+    }
+
+    /// After a restart in the tail segment, the first rollover out of it seals it: the
+    /// next start reads every segment without a cut.
+    #[test]
+    fn a_rollover_after_a_restart_seals_the_segment_taken_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let durability = Durability::default();
+        let mut c = Committer::new(dir.path().into(), FsyncPolicy::Batch);
+        c.commit(vec![chunk(1, 1, 2)], &durability).unwrap();
+        drop(c);
+        let mut c = Committer::new(dir.path().into(), FsyncPolicy::Batch).reopen(1);
+        c.commit(vec![chunk(2, 3, 4)], &durability).unwrap();
+        drop(c);
+        assert_eq!(recovered(dir.path()), vec![1, 2, 3, 4]);
     }
 }
