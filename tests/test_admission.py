@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from conftest import ServerProcess, start_server
 from rushhour.config import Config
 from rushhour.server._admission import JITTER_MS, MAX_RETRY_AFTER_MS, Admission
+from rushhour.server._unverified import AddressLimiter
 from wsutil import hello, ws_connect
 
 RATE, BURST = 5, 5
@@ -402,3 +404,18 @@ def test_forged_tokens_take_nothing_of_their_tenants_share(tmp_path: Path, tenan
     assert all(closed > 0 for _, closed in forged), "forged hellos are closed 4001"
     assert abs(with_flood - without) < 0.05 * without, (without, with_flood, forged)
     assert 'rushhour_hellos_total{outcome="unauthorized"}' in text
+    limited = re.search(r'rushhour_hellos_total\{outcome="address_limited"\} (\S+)', text)
+    assert limited is not None and float(limited.group(1)) > 0, "the flood outran its addresses' buckets"
+
+
+def test_failed_hellos_bucket_per_address_on_simulated_clock() -> None:
+    limiter = AddressLimiter(rate=10, burst=5)
+    assert not limiter.any_blocked(0.0)
+    for _ in range(5):
+        assert limiter.wait_ms("10.0.0.1", 0.0) is None
+        limiter.failed("10.0.0.1", 0.0)
+    assert limiter.any_blocked(0.0)
+    assert limiter.wait_ms("10.0.0.1", 0.0) == 100  # one failure back every 100 ms
+    assert limiter.wait_ms("10.0.0.2", 0.0) is None  # another address is not held back
+    assert limiter.wait_ms("10.0.0.1", 0.1) is None
+    assert not limiter.any_blocked(0.1)  # and the happy path checks no address again

@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 import rushhour
 from conftest import ServerProcess, start_server
 from rushhour.server._connection import Connection
+from rushhour.server._faults import Faults
 from rushhour.server._http import HttpConnection
 from rushhour.server._meetings import MeetingRegistry
 from wsutil import Honest, hello, http, send_json, ws_connect
@@ -196,3 +197,17 @@ async def test_fault_in_a_timer_tick_counts_and_the_timer_goes_on(
             honest.close()
 
     await _serve_and_run(tmp_path, scenario)
+
+
+def test_faults_log_once_per_interval_with_a_count(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    faults = Faults(interval_s=10.0, clock=lambda: now[0])
+    caplog.set_level(logging.ERROR, logger="rushhour.server")
+    for step in range(25):  # one fault a second for 25 s
+        now[0] = float(step)
+        faults.record("ws", f"conn {step}", ValueError("bad"))
+    faults.record("timer", "sweep", KeyError("k"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4, lines  # ws at 0, 10 and 20 s; timer once
+    assert "and 9 more in ws since the last report" in lines[1]
+    assert faults.counts == {"ws": 25, "http": 0, "timer": 1}

@@ -201,10 +201,10 @@ class App:
                     try:
                         self._dispatch(conn, event)
                     except Exception as e:  # our fault: it ends this connection only
-                        self._contain(conn, event, e)
+                        self.contain(conn, event, e)
                 turn.flush()
 
-    def _contain(self, conn: int, event: str | int | tuple[int, bytes] | None, exc: Exception) -> None:
+    def contain(self, conn: int, event: str | int | tuple[int, bytes] | None, exc: Exception) -> None:
         """An unexpected exception while handling `conn`'s event: counted and logged,
         and that connection alone closes with 1011 (ended at once if its stream had
         ended); the HTTP socket of an HTTP event is closed."""

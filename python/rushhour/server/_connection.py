@@ -60,7 +60,10 @@ class Connection:
         conn = app.engine.attach(fd, echo=echo, read=True)
         connection = cls(app, conn)
         app.connections[conn] = connection
-        connection._feed(first_bytes)
+        try:
+            connection._feed(first_bytes)
+        except Exception as e:  # our fault: it ends this connection only (see `App.contain`)
+            app.contain(conn, "", e)
         app.turn.flush()
 
     def send(self, frame: str) -> None:
